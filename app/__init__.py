@@ -1,0 +1,1 @@
+"""Conversation API: accounts, conversations and streamed model replies over GraphQL and SSE."""

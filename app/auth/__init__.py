@@ -1,0 +1,1 @@
+"""Accounts, passwords, access tokens, API keys, and finding out who is calling."""

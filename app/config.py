@@ -1,0 +1,183 @@
+"""Every setting the service reads, in one typed place.
+
+Values come from the environment and from `.env`. Nothing else in the code reads `os.environ`;
+it asks `get_settings()`, which is read once per process.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_SECRET_BYTES = 32
+
+# Values copied from docs and examples that must never sign production tokens.
+_PLACEHOLDER_SECRETS = frozenset(
+    {
+        "change-me",
+        "changeme",
+        "change-me-to-a-long-random-string",
+        "secret",
+        "your-secret-key",
+        "your-secret-here",
+        "jwt-secret",
+        "please-change-me",
+        "replace-me",
+    }
+)
+
+
+def is_weak_secret(value: str) -> str | None:
+    """Why `value` must not sign tokens in production, or None if it is acceptable."""
+    lowered = value.strip().lower()
+    if not lowered:
+        return "JWT_SECRET is empty"
+    if lowered in _PLACEHOLDER_SECRETS or any(
+        word in lowered for word in ("change-me", "changeme", "placeholder", "example")
+    ):
+        return "JWT_SECRET is a placeholder value"
+    if len(value.encode()) < MIN_SECRET_BYTES:
+        return f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes"
+    if len(set(value)) < 8:
+        return "JWT_SECRET has too little variety to be random"
+    return None
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    # --- service ---
+    app_env: Literal["development", "production"] = "development"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["console", "json"] | None = None
+    data_dir: Path = Path("./data")
+    graphiql_enabled: bool | None = None
+    introspection_enabled: bool | None = None
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    graphql_max_depth: int = Field(default=10, ge=2, le=50)
+    graphql_max_aliases: int = Field(default=30, ge=1, le=1000)
+    graphql_max_tokens: int = Field(default=1000, ge=50, le=100_000)
+    ws_max_message_bytes: int = Field(default=256 * 1024, ge=4 * 1024, le=16 * 1024 * 1024)
+    ws_compression: bool = False
+    ws_init_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    ws_max_subscriptions: int = Field(default=10, ge=1, le=1000)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=1, le=300)
+
+    # --- database ---
+    database_url: str = "sqlite+aiosqlite:///./data/conversations.db"
+    # Alembic connects with this URL (a role that owns the tables); the app with DATABASE_URL.
+    migration_database_url: str | None = None
+    database_app_role: str = Field(default="conversation_app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_max_overflow: int = Field(default=10, ge=0, le=200)
+    database_echo: bool = False
+
+    # --- auth ---
+    jwt_secret: SecretStr | None = None
+    jwt_issuer: str = "conversation-api"
+    jwt_audience: str = "conversation-api"
+    access_token_expire_minutes: int = Field(default=30, ge=1, le=60 * 24 * 30)
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+
+    # --- model provider ---
+    llm_provider: Literal["groq", "echo"] | None = None
+    groq_api_key: SecretStr | None = None
+    groq_base_url: str | None = None
+    default_model: str | None = None
+    llm_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    llm_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+    llm_retry_max_wait_seconds: float = Field(default=10.0, ge=0, le=120)
+    llm_max_connections: int = Field(default=1000, ge=1, le=100_000)
+    echo_token_delay_seconds: float = Field(default=0.02, ge=0, le=5)
+
+    # --- streaming ---
+    stream_checkpoint_seconds: float = Field(default=2.0, gt=0, le=60)
+    stream_keepalive_seconds: float = Field(default=15.0, gt=0, le=15)
+    stream_max_seconds: float = Field(default=600.0, gt=0, le=3600)
+    stream_max_output_chars: int = Field(default=400_000, ge=1_000)
+
+    # --- quotas ---
+    user_daily_token_budget: int | None = Field(default=None, ge=1)
+
+    # --- shared state ---
+    redis_url: str | None = None
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard_origin(cls, value: list[str]) -> list[str]:
+        if "*" in value:
+            raise ValueError("CORS_ORIGINS cannot be '*': list the browser origins you trust")
+        return value
+
+    @model_validator(mode="after")
+    def _production_guards(self) -> Settings:
+        if self.app_env == "production":
+            if self.jwt_secret is None:
+                raise ValueError("JWT_SECRET is required when APP_ENV=production")
+            reason = is_weak_secret(self.jwt_secret.get_secret_value())
+            if reason:
+                raise ValueError(f"{reason} (APP_ENV=production refuses weak secrets)")
+        if self.resolved_llm_provider == "groq" and self.groq_api_key is None:
+            raise ValueError("LLM_PROVIDER=groq needs GROQ_API_KEY")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def resolved_llm_provider(self) -> Literal["groq", "echo"]:
+        if self.llm_provider is not None:
+            return self.llm_provider
+        return "groq" if self.groq_api_key is not None else "echo"
+
+    @property
+    def resolved_default_model(self) -> str:
+        if self.default_model:
+            return self.default_model
+        return "echo" if self.resolved_llm_provider == "echo" else "llama-3.1-8b-instant"
+
+    @property
+    def resolved_graphiql(self) -> bool:
+        return (
+            self.graphiql_enabled if self.graphiql_enabled is not None else not self.is_production
+        )
+
+    @property
+    def resolved_introspection(self) -> bool:
+        if self.introspection_enabled is not None:
+            return self.introspection_enabled
+        return not self.is_production
+
+    @property
+    def resolved_log_format(self) -> Literal["console", "json"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.is_production else "console"
+
+    @property
+    def alembic_url(self) -> str:
+        return self.migration_database_url or self.database_url
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()

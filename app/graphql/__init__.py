@@ -1,0 +1,1 @@
+"""The GraphQL schema assembled from the domains, its context, and the /graphql router."""

@@ -1,0 +1,73 @@
+"""The schema: each domain contributes its Query and Mutation fields; streaming its Subscription.
+
+`sdl_schema` is the settings-independent schema that `schema.graphql` is exported from
+(`strawberry export-schema app.graphql.schema:sdl_schema`); `build_schema` adds the per-deployment
+extensions (limits, introspection, error shaping) around the very same types.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
+from strawberry.schema.config import StrawberryConfig
+from strawberry.tools import merge_types
+from strawberry.types.execution import ExecutionContext
+
+from app.auth.graphql import AuthMutation, AuthQuery
+from app.config import Settings
+from app.conversations.graphql import ConversationsMutation, ConversationsQuery
+from app.graphql.context import UnitOfWorkExtension
+from app.graphql.errors import ErrorCodes, log_unexpected
+from app.llm.graphql import ModelsQuery
+from app.streaming.graphql import STREAM_EVENT_TYPES, StreamingSubscription
+from app.usage.graphql import UsageQuery
+
+Query = merge_types("Query", (AuthQuery, ConversationsQuery, UsageQuery, ModelsQuery))
+Mutation = merge_types("Mutation", (AuthMutation, ConversationsMutation))
+
+
+class AppSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Expected errors (bad input, not found, ...) are answers, not incidents: log only the rest.
+        log_unexpected(errors, execution_context)
+
+
+def build_schema(settings: Settings) -> strawberry.Schema:
+    # Factories, not instances: each operation gets its own extension objects.
+    extensions: list[Any] = [
+        UnitOfWorkExtension,
+        ErrorCodes,
+        partial(ParserCache, maxsize=256),
+        partial(ValidationCache, maxsize=256),
+        partial(QueryDepthLimiter, max_depth=settings.graphql_max_depth),
+        partial(MaxAliasesLimiter, max_alias_count=settings.graphql_max_aliases),
+        partial(MaxTokensLimiter, max_token_count=settings.graphql_max_tokens),
+    ]
+    if not settings.resolved_introspection:
+        extensions.append(DisableIntrospection)
+    return AppSchema(
+        query=Query,
+        mutation=Mutation,
+        subscription=StreamingSubscription,
+        types=STREAM_EVENT_TYPES,
+        extensions=extensions,
+        config=StrawberryConfig(disable_field_suggestions=settings.is_production),
+    )
+
+
+sdl_schema = strawberry.Schema(
+    query=Query, mutation=Mutation, subscription=StreamingSubscription, types=STREAM_EVENT_TYPES
+)

@@ -1,0 +1,1 @@
+"""Model providers (Groq, the offline echo), the model catalogue, and token counting."""

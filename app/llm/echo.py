@@ -1,0 +1,73 @@
+"""`echo`: a deterministic, offline provider for local runs and demos. It is not a language model.
+
+The reply is built from the last user message, so the same prompt always streams the same words,
+one delta per word, `ECHO_TOKEN_DELAY_SECONDS` apart. Usage is counted with tiktoken. Tests of
+the Groq path use a loopback server that speaks Groq's protocol, never this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+
+from app.llm.base import ChatRequest, ChatStream, Finish, ProviderEvent, TextDelta, Usage
+from app.llm.tokens import count_tokens, prompt_tokens
+
+logger = structlog.get_logger(__name__)
+
+_WORD = re.compile(r"\S+\s*")
+
+
+def echo_reply(request: ChatRequest) -> str:
+    last_user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+    turns = sum(1 for m in request.messages if m.role == "user")
+    return f"[echo] You said: {last_user.strip()} (turn {turns}; offline echo model, no LLM)"
+
+
+class _EchoStream:
+    def __init__(self, request: ChatRequest, delay: float) -> None:
+        self._request = request
+        self._delay = delay
+        self.request_id: str | None = f"echo-{uuid.uuid4().hex[:16]}"
+
+    async def __aiter__(self) -> AsyncIterator[ProviderEvent]:
+        words = _WORD.findall(echo_reply(self._request))
+        output_tokens = 0
+        for word in words:
+            # Counting word by word slightly overestimates; it keeps the cost linear.
+            tokens = count_tokens(word)
+            if output_tokens + tokens > self._request.max_tokens:
+                yield Finish("max_tokens", self._usage(output_tokens))
+                return
+            if self._delay:
+                await asyncio.sleep(self._delay)
+            output_tokens += tokens
+            yield TextDelta(word)
+        yield Finish("end_turn", self._usage(output_tokens))
+
+    def _usage(self, output_tokens: int) -> Usage:
+        messages = self._request.messages
+        return Usage(prompt_tokens(count_tokens(m.content) for m in messages), output_tokens)
+
+
+class EchoProvider:
+    name = "echo"
+
+    def __init__(self, token_delay_seconds: float) -> None:
+        self._delay = token_delay_seconds
+        logger.warning(
+            "echo_provider_active",
+            hint="offline echo model: replies repeat the prompt; set GROQ_API_KEY for real replies",
+        )
+
+    @asynccontextmanager
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatStream]:
+        yield _EchoStream(request, self._delay)
+
+    async def aclose(self) -> None:
+        return None

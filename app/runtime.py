@@ -1,0 +1,114 @@
+"""The long-lived objects of one running service, built by the lifespan and disposed on shutdown.
+
+Nothing that holds a connection is created at import time: the engine, the model provider's HTTP
+pool and the rate limiter's Redis client all live here, and transports reach them through the
+application state (`request.app.state.runtime`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from starlette.requests import HTTPConnection
+
+from app.auth.security import PasswordHasher, TokenCodec, load_signing_secret
+from app.auth.service import Accounts
+from app.config import Settings
+from app.conversations.service import Conversations
+from app.db import create_engine, create_sessionmaker, rls_bypassed
+from app.llm.base import ChatProvider
+from app.llm.echo import EchoProvider
+from app.llm.models import get_model
+from app.streaming.service import Replies
+
+logger = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    accounts: Accounts
+    conversations: Conversations
+    providers: Mapping[str, ChatProvider]
+    replies: Replies
+
+
+def build_providers(settings: Settings) -> dict[str, ChatProvider]:
+    """Providers by name. `echo` is always there; `groq` when configured."""
+    providers: dict[str, ChatProvider] = {"echo": EchoProvider(settings.echo_token_delay_seconds)}
+    if settings.resolved_llm_provider == "groq":
+        from app.llm.groq import GroqProvider
+
+        providers["groq"] = GroqProvider.from_settings(settings)
+    return providers
+
+
+@asynccontextmanager
+async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    get_model(settings.resolved_default_model)  # DEFAULT_MODEL must be in the catalogue
+    engine = create_engine(settings)
+    providers = build_providers(settings)
+    try:
+        accounts = Accounts(
+            PasswordHasher(settings.bcrypt_rounds),
+            TokenCodec(
+                load_signing_secret(settings),
+                issuer=settings.jwt_issuer,
+                audience=settings.jwt_audience,
+                lifetime=timedelta(minutes=settings.access_token_expire_minutes),
+            ),
+        )
+        await _warn_if_rls_is_bypassed(engine)
+        sessionmaker = create_sessionmaker(engine)
+        replies = Replies(
+            settings=settings, sessionmaker=sessionmaker, accounts=accounts, providers=providers
+        )
+        try:
+            yield Runtime(
+                settings=settings,
+                engine=engine,
+                sessionmaker=sessionmaker,
+                accounts=accounts,
+                conversations=Conversations(
+                    default_model=settings.resolved_default_model,
+                    provider_available=providers.__contains__,
+                ),
+                providers=providers,
+                replies=replies,
+            )
+        finally:
+            # Replies still streaming are finalised (`cancelled`) before the engine goes away.
+            await replies.shutdown()
+    finally:
+        for provider in providers.values():
+            await provider.aclose()
+        await engine.dispose()
+
+
+async def _warn_if_rls_is_bypassed(engine: AsyncEngine) -> None:
+    if engine.dialect.name != "postgresql":
+        return
+    try:
+        async with engine.connect() as connection:
+            bypassed = await rls_bypassed(connection)
+    except Exception as error:  # noqa: BLE001  (readiness reports a down database; start anyway)
+        logger.warning("database_unreachable_at_startup", error=type(error).__name__)
+        return
+    if bypassed:
+        logger.warning(
+            "row_level_security_bypassed",
+            hint="DATABASE_URL connects as a superuser or BYPASSRLS role; connect as "
+            "DATABASE_APP_ROLE so Row Level Security applies (README, 'Database roles')",
+        )
+
+
+def runtime_of(connection: HTTPConnection) -> Runtime:
+    runtime: Runtime = connection.app.state.runtime
+    return runtime
