@@ -1,0 +1,133 @@
+"""Every query on conversations and messages. Callers pass the owner; no query here runs without it.
+
+On PostgreSQL Row Level Security filters the same rows again; the explicit `user_id` conditions
+are the wall on SQLite and keep the plans on the `(user_id, ...)` indexes everywhere.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Row, Select, delete, func, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.conversations.cursors import Position
+from app.conversations.models import Conversation, Message
+
+
+async def get_conversation(
+    db: AsyncSession, user_id: uuid.UUID, conversation_id: uuid.UUID, *, for_update: bool = False
+) -> Conversation | None:
+    query = select(Conversation).where(
+        Conversation.id == conversation_id, Conversation.user_id == user_id
+    )
+    if for_update:
+        query = query.with_for_update()
+    return (await db.execute(query)).scalar_one_or_none()
+
+
+async def conversations_page(
+    db: AsyncSession, user_id: uuid.UUID, limit: int, after: Position | None
+) -> Sequence[Conversation]:
+    """Up to `limit` conversations, most recently updated first, strictly after `after`."""
+    query = select(Conversation).where(Conversation.user_id == user_id)
+    if after is not None:
+        query = query.where(
+            tuple_(Conversation.updated_at, Conversation.id) < tuple_(after.at, after.id)
+        )
+    query = query.order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(limit)
+    return (await db.execute(query)).scalars().all()
+
+
+def _oldest_first(query: Select[Message]) -> Select[Message]:
+    return query.order_by(Message.created_at, Message.id)
+
+
+async def messages_page(
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    limit: int,
+    after: Position | None,
+) -> Sequence[Message]:
+    query = select(Message).where(
+        Message.conversation_id == conversation_id, Message.user_id == user_id
+    )
+    if after is not None:
+        query = query.where(tuple_(Message.created_at, Message.id) > tuple_(after.at, after.id))
+    return (await db.execute(_oldest_first(query).limit(limit))).scalars().all()
+
+
+async def first_messages(
+    db: AsyncSession, user_id: uuid.UUID, conversation_ids: Sequence[uuid.UUID], limit: int
+) -> dict[uuid.UUID, list[Message]]:
+    """The first `limit` messages of each conversation, in one statement (no N+1)."""
+    ranked = (
+        select(
+            Message.id,
+            func.row_number()
+            .over(partition_by=Message.conversation_id, order_by=(Message.created_at, Message.id))
+            .label("position"),
+        )
+        .where(Message.conversation_id.in_(conversation_ids), Message.user_id == user_id)
+        .subquery()
+    )
+    query = _oldest_first(
+        select(Message).join(ranked, ranked.c.id == Message.id).where(ranked.c.position <= limit)
+    )
+    pages: dict[uuid.UUID, list[Message]] = {cid: [] for cid in conversation_ids}
+    for message in (await db.execute(query)).scalars():
+        pages[message.conversation_id].append(message)
+    return pages
+
+
+async def history_turns(
+    db: AsyncSession, conversation_id: uuid.UUID
+) -> Sequence[Row[uuid.UUID, str, int]]:
+    """The conversation's finished turns, newest first: id, role and token count (no content).
+
+    Replies still streaming and empty replies are not part of the history a model sees.
+    """
+    query = (
+        select(Message.id, Message.role, Message.token_count)
+        .where(
+            Message.conversation_id == conversation_id,
+            Message.role.in_(("user", "assistant")),
+            or_(Message.role == "user", Message.finish_reason.is_not(None)),
+            Message.content != "",
+        )
+        .order_by(Message.created_at.desc(), Message.id.desc())
+    )
+    return (await db.execute(query)).all()
+
+
+async def message_contents(
+    db: AsyncSession, message_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    if not message_ids:
+        return {}
+    rows = await db.execute(select(Message.id, Message.content).where(Message.id.in_(message_ids)))
+    return {row.id: row.content for row in rows}
+
+
+async def delete_conversation(
+    db: AsyncSession, user_id: uuid.UUID, conversation_id: uuid.UUID
+) -> bool:
+    result = await db.execute(
+        delete(Conversation)
+        .where(Conversation.id == conversation_id, Conversation.user_id == user_id)
+        .returning(Conversation.id)
+    )
+    return result.first() is not None
+
+
+async def touch_conversation(
+    db: AsyncSession, user_id: uuid.UUID, conversation_id: uuid.UUID, at: datetime
+) -> None:
+    await db.execute(
+        update(Conversation)
+        .where(Conversation.id == conversation_id, Conversation.user_id == user_id)
+        .values(updated_at=at)
+    )

@@ -1,0 +1,1 @@
+"""Token and cost accounting from stored assistant messages."""
