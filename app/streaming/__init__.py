@@ -1,0 +1,1 @@
+"""The reply pipeline and the two transports that render it (GraphQL subscription, SSE)."""

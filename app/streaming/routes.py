@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.auth.dependencies import credential_from_headers
+from app.runtime import runtime_of
+from app.streaming.service import MAX_CONTENT, ReplyInput
+from app.streaming.sse import SSEReplyResponse
+
+router = APIRouter(tags=["streaming"])
+
+
+class StreamRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    content: str = Field(max_length=MAX_CONTENT)
+    max_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+
+
+@router.post(
+    "/conversations/{conversation_id}/messages/stream",
+    response_class=SSEReplyResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "message_start, content_block_delta..., message_delta, message_stop "
+            "(or a final `error` event); `: ping` comments while the model is silent.",
+        },
+        401: {"description": "No or bad credentials"},
+        404: {"description": "Conversation not found (or not yours)"},
+        409: {"description": "A reply is already streaming in this conversation"},
+        413: {"description": "Body too large"},
+        422: {"description": "Invalid body"},
+        429: {"description": "Rate limited (Retry-After) or quota exceeded"},
+    },
+)
+async def stream_message(
+    conversation_id: uuid.UUID, body: StreamRequest, request: Request
+) -> SSEReplyResponse:
+    """Store `content` as the next user message and stream the model's reply as SSE."""
+    runtime = runtime_of(request)
+    reply = await runtime.replies.start(
+        credential_from_headers(request.headers),
+        conversation_id,
+        ReplyInput(content=body.content, max_tokens=body.max_tokens, temperature=body.temperature),
+    )
+    return SSEReplyResponse(reply, keepalive_seconds=runtime.settings.stream_keepalive_seconds)
