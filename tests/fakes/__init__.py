@@ -1,0 +1,1 @@
+"""Loopback fakes of the services the API depends on (only the model provider is ever faked)."""
