@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import make_url, text
@@ -241,6 +242,7 @@ class LiveServer:
     ws_url: str
     settings: Settings
     port: int
+    app: FastAPI
 
 
 def _free_port() -> int:
@@ -252,8 +254,9 @@ def _free_port() -> int:
 
 async def start_server(settings: Settings) -> tuple[LiveServer, uvicorn.Server, asyncio.Task[None]]:
     port = _free_port()
+    app = create_app(settings)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host="127.0.0.1",
         port=port,
         lifespan="on",
@@ -273,6 +276,7 @@ async def start_server(settings: Settings) -> tuple[LiveServer, uvicorn.Server, 
         ws_url=f"ws://127.0.0.1:{port}/graphql",
         settings=settings,
         port=port,
+        app=app,
     )
     return live, server, task
 

@@ -114,8 +114,7 @@ class SSEReplyResponse(Response):
 
     async def _stream(self, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        raw_headers = [*self.raw_headers, *_HEADERS]
-        await send({"type": "http.response.start", "status": 200, "headers": raw_headers})
+        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         event_id = 0
         try:
             async for event in self._reply.events():
