@@ -6,9 +6,13 @@ import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.conftest import LiveServer
 from tests.support.api import Api, User
 from tests.support.conversations import ApiError, ConversationsClient, clients
+from tests.support.streams import transports
 
 
 @pytest.fixture(params=["graphql", "rest"])
@@ -233,3 +237,98 @@ async def test_models_catalogue(api: Api) -> None:
     assert models["llama-3.1-8b-instant"]["contextWindow"] >= 8192
     assert models["echo"]["provider"] == "echo"
     assert all(m["inputPricePerMillion"] >= 0 for m in models.values())
+
+
+async def _chat(api: Api, user: User, conversation_id: str, *questions: str) -> None:
+    sse = transports(api.http, api.ws_url)["sse"]
+    for question in questions:
+        assert (await sse.stream(user, conversation_id, question)).error is None
+
+
+async def test_messages_are_paginated_oldest_first(
+    conversations: ConversationsClient, api: Api
+) -> None:
+    user = await api.register()
+    conversation = await conversations.create(user, model="echo")
+    await _chat(api, user, conversation["id"], "q1", "q2", "q3")
+    first = await conversations.messages(user, conversation["id"], first=4)
+    assert [m["role"] for m in first.items] == ["user", "assistant"] * 2
+    assert [m["content"] for m in first.items[::2]] == ["q1", "q2"]
+    assert first.cursor is not None
+    rest = await conversations.messages(user, conversation["id"], first=4, after=first.cursor)
+    assert [m["content"] for m in rest.items[::2]] == ["q3"]
+    assert rest.cursor is None
+    everything = first.items + rest.items
+    assert len({m["id"] for m in everything}) == 6
+    assert all(m["conversation_id"] == conversation["id"] for m in everything)
+    reply = everything[1]
+    assert reply["finish_reason"] == "end_turn" and reply["model"] == "echo"
+    assert reply["token_count"] > 0 and reply["metadata"]["output_tokens"] > 0
+    # A new message after the last cursor shows up on the next page, nothing repeats.
+    await _chat(api, user, conversation["id"], "q4")
+    more = await conversations.messages(user, conversation["id"], first=4, after=first.cursor)
+    assert [m["content"] for m in more.items[::2]] == ["q3", "q4"]
+
+
+async def test_deleting_a_conversation_removes_its_messages(
+    api: Api, owner_engine: AsyncEngine
+) -> None:
+    user = await api.register()
+    conversation = await api.create_conversation(user, model="echo")
+    await _chat(api, user, str(conversation["id"]), "bye")
+    response = await api.http.delete(
+        f"/api/v1/conversations/{conversation['id']}", headers=user.headers
+    )
+    assert response.status_code == 204
+    async with owner_engine.connect() as connection:
+        remaining = await connection.execute(
+            text("SELECT count(*) FROM messages WHERE user_id = :u"),
+            {"u": user.id if connection.dialect.name != "sqlite" else user.id.replace("-", "")},
+        )
+        assert remaining.scalar() == 0
+
+
+LIST_WITH_MESSAGES = """
+query ($first: Int!) {
+  conversations(first: $first) {
+    edges { node {
+      id title
+      messages(first: 2) { edges { node { id role content } } pageInfo { hasNextPage } }
+      usage { requests outputTokens }
+    } }
+  }
+}"""
+
+
+async def test_listing_conversations_with_messages_runs_a_bounded_number_of_statements(
+    api: Api, server: LiveServer
+) -> None:
+    user = await api.register()
+    for i in range(20):
+        conversation = await api.create_conversation(user, model="echo", title=f"n{i}")
+        await _chat(api, user, str(conversation["id"]), f"hello {i}")
+
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = server.app.state.runtime.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        few = await api.gql(LIST_WITH_MESSAGES, {"first": 2}, user=user)
+        for_two = len(statements)
+        statements.clear()
+        many = await api.gql(LIST_WITH_MESSAGES, {"first": 20}, user=user)
+        for_twenty = len(statements)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+    edges = many["conversations"]["edges"]
+    assert len(few["conversations"]["edges"]) == 2 and len(edges) == 20
+    assert all(len(e["node"]["messages"]["edges"]) == 2 for e in edges)
+    assert all(e["node"]["usage"]["requests"] == 1 for e in edges)
+    # Twenty conversations cost exactly what two do: auth, the page, one batch of messages, one
+    # batch of usage (plus the RLS caller on PostgreSQL) -- never one query per conversation.
+    assert for_twenty == for_two, (for_two, for_twenty)
+    assert for_twenty <= 6, statements
