@@ -7,10 +7,11 @@ SHUTDOWN_GRACE_SECONDS for open ones; the lifespan then finalises whatever is st
 from __future__ import annotations
 
 import argparse
+import sys
 
 import uvicorn
 
-from app.config import get_settings
+from app.config import ConfigurationError, get_settings
 
 
 def main() -> None:
@@ -19,7 +20,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
     args = parser.parse_args()
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except ConfigurationError as error:
+        print(f"conversation-api: {error}", file=sys.stderr)  # noqa: T201
+        raise SystemExit(2) from None
     uvicorn.run(
         "app.main:create_app",
         factory=True,

@@ -10,7 +10,7 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
@@ -178,6 +178,22 @@ class Settings(BaseSettings):
         return self.migration_database_url or self.database_url
 
 
+class ConfigurationError(RuntimeError):
+    """Settings that cannot run. The message names the variables, never their values."""
+
+
+def describe(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        name = ".".join(str(part) for part in item["loc"]).upper() or "settings"
+        problems.append(f"{name}: {item['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
 @cache
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as error:
+        # `from None`: pydantic's own message would echo the inputs (URLs with passwords).
+        raise ConfigurationError(f"invalid configuration: {describe(error)}") from None

@@ -1,0 +1,72 @@
+"""Configuration: production refuses to start with weak secrets, and says why without leaking."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from app.config import Settings
+
+STRONG = "k3P9-vQz7-LmX2-aT8w-Rb5n-Yc1d-Hs6j-Fg4e"
+
+
+@pytest.mark.parametrize(
+    ("secret", "reason"),
+    [
+        (None, "JWT_SECRET is required"),
+        ("", "empty"),
+        ("change-me", "placeholder"),
+        ("change-me-to-a-long-random-string-0123456789", "placeholder"),
+        ("short-but-random-9f8e", "at least 32 bytes"),
+        ("a" * 64, "variety"),
+    ],
+)
+def test_production_refuses_weak_jwt_secrets(secret: str | None, reason: str) -> None:
+    with pytest.raises(ValidationError, match=reason):
+        Settings(_env_file=None, app_env="production", jwt_secret=secret)  # type: ignore[call-arg]
+
+
+def test_production_with_a_strong_secret_turns_the_playground_off() -> None:
+    settings = Settings(_env_file=None, app_env="production", jwt_secret=STRONG)  # type: ignore[call-arg]
+    assert settings.resolved_graphiql is False
+    assert settings.resolved_introspection is False
+    assert settings.resolved_log_format == "json"
+    development = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert development.resolved_graphiql and development.resolved_introspection
+    assert development.resolved_llm_provider == "echo"
+    assert development.resolved_default_model == "echo"
+
+
+def test_the_server_refuses_to_start_and_names_the_problem_not_the_values(tmp_path: object) -> None:
+    env = {
+        **os.environ,
+        "APP_ENV": "production",
+        "JWT_SECRET": "change-me",
+        "DATABASE_URL": "postgresql+asyncpg://app:hunter2-db-password@127.0.0.1:1/db",
+        "GROQ_API_KEY": "gsk_do_not_print_me",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "--port", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=str(tmp_path),
+        timeout=60,
+    )
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "JWT_SECRET" in output and "placeholder" in output
+    for secret in ("hunter2-db-password", "gsk_do_not_print_me", "change-me"):
+        assert secret not in output
+    assert "Traceback" not in output
+
+
+def test_cors_origins_are_a_comma_separated_list_without_wildcards() -> None:
+    settings = Settings(_env_file=None, cors_origins="https://a.example, https://b.example")  # type: ignore[call-arg]
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+    with pytest.raises(ValidationError, match="CORS_ORIGINS"):
+        Settings(_env_file=None, cors_origins="*")  # type: ignore[call-arg]
