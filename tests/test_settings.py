@@ -70,3 +70,17 @@ def test_cors_origins_are_a_comma_separated_list_without_wildcards() -> None:
     assert settings.cors_origins == ["https://a.example", "https://b.example"]
     with pytest.raises(ValidationError, match="CORS_ORIGINS"):
         Settings(_env_file=None, cors_origins="*")  # type: ignore[call-arg]
+
+
+def test_env_example_lists_every_setting() -> None:
+    from pathlib import Path
+
+    example = (Path(__file__).resolve().parent.parent / ".env.example").read_text()
+    listed = {
+        line.lstrip("#").split("=", 1)[0].strip()
+        for line in example.splitlines()
+        if "=" in line and line.lstrip("#").split("=", 1)[0].strip().isupper()
+    }
+    expected = {name.upper() for name in Settings.model_fields}
+    assert expected - listed == set(), "add these to .env.example"
+    assert listed - expected == set(), "these are not settings"
