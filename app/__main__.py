@@ -23,7 +23,7 @@ def main() -> None:
     try:
         settings = get_settings()
     except ConfigurationError as error:
-        print(f"conversation-api: {error}", file=sys.stderr)  # noqa: T201
+        print(f"conversation-api: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     uvicorn.run(
         "app.main:create_app",

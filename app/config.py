@@ -9,11 +9,24 @@ from __future__ import annotations
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from limits import parse_many
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_BYTES = 32
+
+# How the Groq provider talks HTTP: our buffered HTTP/1.1 transport (fast; no proxy support) or
+# httpx's own (honours HTTPS_PROXY). See app/llm/http.py.
+HttpClientKind = Literal["buffered", "httpx"]
 
 # Values copied from docs and examples that must never sign production tokens.
 _PLACEHOLDER_SECRETS = frozenset(
@@ -51,6 +64,37 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def normalize_origin(value: str) -> str:
+    """`value` as browsers send it in `Origin` (lowercase, no default port), or ValueError."""
+    parts = urlsplit(value.strip())
+    port = parts.port  # raises ValueError for a malformed port
+    if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname:
+        raise ValueError(f"{value!r} is not an origin like https://app.example.com")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"{value!r} is not an origin: leave out the path")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    if port is not None and port != _DEFAULT_PORTS[parts.scheme.lower()]:
+        host = f"{host}:{port}"
+    return f"{parts.scheme.lower()}://{host}"
+
+
+def _check_rate(value: str) -> str:
+    """A rate such as "10/minute;100/hour": parsed here so a typo fails at start-up."""
+    try:
+        windows = parse_many(value)
+    except ValueError as error:
+        raise ValueError(f"{value!r} is not a rate like '10/minute;100/hour'") from error
+    if not 1 <= len(windows) <= 4 or any(window.amount < 1 for window in windows):
+        raise ValueError(f"{value!r}: give one to four windows, each allowing at least 1")
+    return value
+
+
+RateSpec = Annotated[str, AfterValidator(_check_rate)]
 
 
 class Settings(BaseSettings):
@@ -101,19 +145,39 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(default=2, ge=0, le=10)
     llm_retry_max_wait_seconds: float = Field(default=10.0, ge=0, le=120)
     llm_max_connections: int = Field(default=1000, ge=1, le=100_000)
+    llm_http_client: HttpClientKind = "buffered"
     echo_token_delay_seconds: float = Field(default=0.02, ge=0, le=5)
 
     # --- streaming ---
     stream_checkpoint_seconds: float = Field(default=2.0, gt=0, le=60)
     stream_keepalive_seconds: float = Field(default=15.0, gt=0, le=15)
     stream_max_seconds: float = Field(default=600.0, gt=0, le=3600)
-    stream_max_output_chars: int = Field(default=400_000, ge=1_000)
+    stream_max_output_chars: int = Field(default=400_000, ge=1_000, le=10_000_000)
 
     # --- quotas ---
     user_daily_token_budget: int | None = Field(default=None, ge=1)
 
+    # --- abuse limits (app/ratelimit; rates in the `limits` notation: "10/minute;100/hour") ---
+    rate_limit_enabled: bool = True
+    login_rate_limit_per_ip: RateSpec = "30/minute;300/hour"
+    login_rate_limit_per_email: RateSpec = "10/minute;50/hour"
+    register_rate_limit_per_ip: RateSpec = "10/minute;50/hour"
+    register_rate_limit_per_email: RateSpec = "5/minute;20/hour"
+    reply_rate_limit_per_user: RateSpec = "30/minute;600/hour"
+    user_max_concurrent_streams: int = Field(default=4, ge=1, le=1000)
+    # Clients are told apart by the socket's peer address; behind N reverse proxies that each
+    # append to X-Forwarded-For, set this to N (never more: the extra entries are client-made).
+    trusted_proxy_hops: int = Field(default=0, ge=0, le=10)
+    # 100,000 characters of content take up to 1.2 MB of JSON (12 bytes for each astral
+    # character escaped as a surrogate pair); 1.5 MiB leaves room for the rest of the request.
+    max_request_body_bytes: int = Field(default=1536 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+
     # --- shared state ---
     redis_url: str | None = None
+    # Every Redis key starts with this, so deployments (and test runs) can share one server.
+    redis_key_prefix: str = Field(default="cvapi", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    # Connect and command timeout: a Redis that hangs must not hang requests.
+    redis_timeout_seconds: float = Field(default=0.25, ge=0.01, le=5)
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -125,7 +189,8 @@ class Settings(BaseSettings):
     def _no_wildcard_origin(cls, value: list[str]) -> list[str]:
         if "*" in value:
             raise ValueError("CORS_ORIGINS cannot be '*': list the browser origins you trust")
-        return value
+        # Browsers send origins normalised; CORS and the websocket check compare exact strings.
+        return [normalize_origin(origin) for origin in value]
 
     @model_validator(mode="after")
     def _production_guards(self) -> Settings:

@@ -16,7 +16,13 @@ from app.config import Settings, get_settings
 from app.conversations import routes as conversation_routes
 from app.graphql.router import AppGraphQLRouter
 from app.graphql.schema import build_schema
-from app.http import SecurityHeadersMiddleware, install_error_handlers
+from app.http import (
+    ERROR_RESPONSES,
+    RequestBodyLimitMiddleware,
+    SecurityHeadersMiddleware,
+    UnexpectedErrorMiddleware,
+    install_error_handlers,
+)
 from app.lifecycle import on_termination
 from app.observability import RequestIdMiddleware, configure_logging
 from app.runtime import build_runtime
@@ -59,7 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
 
-    api = APIRouter(prefix="/api/v1")
+    api = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
     api.include_router(auth_routes.router)
     api.include_router(conversation_routes.router)
     api.include_router(usage_routes.router)
@@ -69,6 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(AppGraphQLRouter(build_schema(settings), settings), prefix="/graphql")
 
     # Outermost last: request ids wrap everything, so even errors from other middleware carry one.
+    # The body limit and the masked 500 are innermost: their answers get the security, CORS and
+    # request-id headers like any other.
+    app.add_middleware(RequestBodyLimitMiddleware, max_bytes=settings.max_request_body_bytes)
+    app.add_middleware(UnexpectedErrorMiddleware)
     app.add_middleware(SecurityHeadersMiddleware, hsts=settings.is_production)
     if settings.cors_origins:
         app.add_middleware(

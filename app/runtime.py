@@ -24,6 +24,7 @@ from app.db import create_engine, create_sessionmaker, rls_bypassed
 from app.llm.base import ChatProvider
 from app.llm.echo import EchoProvider
 from app.llm.models import get_model
+from app.ratelimit.service import Limits, build_limits
 from app.streaming.service import Replies
 
 logger = structlog.get_logger(__name__)
@@ -38,6 +39,7 @@ class Runtime:
     conversations: Conversations
     providers: Mapping[str, ChatProvider]
     replies: Replies
+    limits: Limits
 
 
 def build_providers(settings: Settings) -> dict[str, ChatProvider]:
@@ -56,36 +58,44 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     engine = create_engine(settings)
     providers = build_providers(settings)
     try:
-        accounts = Accounts(
-            PasswordHasher(settings.bcrypt_rounds),
-            TokenCodec(
-                load_signing_secret(settings),
-                issuer=settings.jwt_issuer,
-                audience=settings.jwt_audience,
-                lifetime=timedelta(minutes=settings.access_token_expire_minutes),
-            ),
-        )
-        await _warn_if_rls_is_bypassed(engine)
-        sessionmaker = create_sessionmaker(engine)
-        replies = Replies(
-            settings=settings, sessionmaker=sessionmaker, accounts=accounts, providers=providers
-        )
-        try:
-            yield Runtime(
+        async with build_limits(settings) as limits:
+            accounts = Accounts(
+                PasswordHasher(settings.bcrypt_rounds),
+                TokenCodec(
+                    load_signing_secret(settings),
+                    issuer=settings.jwt_issuer,
+                    audience=settings.jwt_audience,
+                    lifetime=timedelta(minutes=settings.access_token_expire_minutes),
+                ),
+                limits,
+            )
+            await _warn_if_rls_is_bypassed(engine)
+            sessionmaker = create_sessionmaker(engine)
+            replies = Replies(
                 settings=settings,
-                engine=engine,
                 sessionmaker=sessionmaker,
                 accounts=accounts,
-                conversations=Conversations(
-                    default_model=settings.resolved_default_model,
-                    provider_available=providers.__contains__,
-                ),
                 providers=providers,
-                replies=replies,
+                limits=limits,
             )
-        finally:
-            # Replies still streaming are finalised (`cancelled`) before the engine goes away.
-            await replies.shutdown()
+            try:
+                yield Runtime(
+                    settings=settings,
+                    engine=engine,
+                    sessionmaker=sessionmaker,
+                    accounts=accounts,
+                    conversations=Conversations(
+                        default_model=settings.resolved_default_model,
+                        provider_available=providers.__contains__,
+                    ),
+                    providers=providers,
+                    replies=replies,
+                    limits=limits,
+                )
+            finally:
+                # Replies still streaming are finalised (`cancelled`), giving back their stream
+                # slots, before the limits and the engine go away.
+                await replies.shutdown()
     finally:
         for provider in providers.values():
             await provider.aclose()

@@ -27,12 +27,12 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
-from alembic import command
 from alembic.config import Config
+from fastapi import FastAPI
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from alembic import command
 from app.config import Settings
 from app.main import create_app
 from tests.fakes.groq_server import FakeGroq
@@ -120,7 +120,7 @@ def run_id() -> str:
 async def _postgres_reachable() -> bool:
     try:
         await _admin_execute("SELECT 1")
-    except (OSError, Exception):  # noqa: BLE001  (any failure to connect means unreachable)
+    except (OSError, Exception):
         return False
     return True
 
@@ -231,6 +231,13 @@ def base_settings(
         "echo_token_delay_seconds": 0,
         "log_level": "WARNING",
         "database_pool_size": 20,
+        # Every test client is 127.0.0.1 and suites sign up hundreds of users a minute: the
+        # abuse limits are raised here; tests/security sets the ones it exercises.
+        "login_rate_limit_per_ip": "100000/minute",
+        "login_rate_limit_per_email": "100000/minute",
+        "register_rate_limit_per_ip": "100000/minute",
+        "register_rate_limit_per_email": "100000/minute",
+        "reply_rate_limit_per_user": "100000/minute",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -259,6 +266,7 @@ async def start_server(settings: Settings) -> tuple[LiveServer, uvicorn.Server, 
         app,
         host="127.0.0.1",
         port=port,
+        proxy_headers=False,  # as `python -m app` runs: X-Forwarded-For is the app's to judge
         lifespan="on",
         log_config=None,
         ws_max_size=settings.ws_max_message_bytes,

@@ -26,6 +26,7 @@ def test_contract_names_are_present() -> None:
         "input CreateConversationInput",
         "conversations(first: Int = 20, after: String = null): ConversationConnection!",
         "type MessageStartEvent implements StreamEvent",
-        "streamMessage(conversationId: ID!, content: String!, maxTokens: Int = null, temperature: Float = null): StreamEvent!",
+        "streamMessage(conversationId: ID!, content: String!, maxTokens: Int = null, "
+        "temperature: Float = null): StreamEvent!",
     ):
         assert name in sdl, name

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from app.auth.service import Caller, parse_bearer
 from app.deps import DbSession
+from app.http import client_ip
 from app.runtime import runtime_of
 
 
@@ -32,9 +33,15 @@ def credential_from_connection_params(params: Mapping[str, Any] | None) -> str |
     return None
 
 
+def get_client_ip(request: Request) -> str | None:
+    """The client's address for per-IP limits (see `app.http.client_ip` on proxies)."""
+    return client_ip(request, runtime_of(request).settings.trusted_proxy_hops)
+
+
 async def get_caller(request: Request, db: DbSession) -> Caller:
     credential = credential_from_headers(request.headers)
     return await runtime_of(request).accounts.authenticate(db, credential)
 
 
 CurrentCaller = Annotated[Caller, Depends(get_caller)]
+ClientIp = Annotated[str | None, Depends(get_client_ip)]

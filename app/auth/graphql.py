@@ -95,13 +95,17 @@ class AuthQuery:
 class AuthMutation:
     @strawberry.mutation
     async def register(self, info: Info, input: RegisterInput) -> AuthPayload:
-        accounts = info.context.runtime.accounts
-        return AuthPayload.of(await accounts.register(info.context.db, input.email, input.password))
+        session = await info.context.runtime.accounts.register(
+            info.context.db, input.email, input.password, client_ip=info.context.client_ip
+        )
+        return AuthPayload.of(session)
 
     @strawberry.mutation
     async def login(self, info: Info, input: LoginInput) -> AuthPayload:
-        accounts = info.context.runtime.accounts
-        return AuthPayload.of(await accounts.login(info.context.db, input.email, input.password))
+        session = await info.context.runtime.accounts.login(
+            info.context.db, input.email, input.password, client_ip=info.context.client_ip
+        )
+        return AuthPayload.of(session)
 
     @strawberry.mutation
     async def create_api_key(self, info: Info, name: str) -> ApiKeyCreated:

@@ -6,7 +6,7 @@ from datetime import datetime
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.auth.dependencies import CurrentCaller
+from app.auth.dependencies import ClientIp, CurrentCaller
 from app.auth.models import ApiKey, User
 from app.auth.service import Session
 from app.deps import DbSession, RuntimeDep
@@ -73,13 +73,19 @@ class ApiKeyCreatedOut(ApiKeyOut):
 
 
 @router.post("/auth/register", status_code=status.HTTP_201_CREATED)
-async def register(body: Credentials, db: DbSession, runtime: RuntimeDep) -> TokenOut:
-    return TokenOut.of(await runtime.accounts.register(db, body.email, body.password))
+async def register(
+    body: Credentials, db: DbSession, runtime: RuntimeDep, client_ip: ClientIp
+) -> TokenOut:
+    session = await runtime.accounts.register(db, body.email, body.password, client_ip=client_ip)
+    return TokenOut.of(session)
 
 
 @router.post("/auth/login")
-async def login(body: Credentials, db: DbSession, runtime: RuntimeDep) -> TokenOut:
-    return TokenOut.of(await runtime.accounts.login(db, body.email, body.password))
+async def login(
+    body: Credentials, db: DbSession, runtime: RuntimeDep, client_ip: ClientIp
+) -> TokenOut:
+    session = await runtime.accounts.login(db, body.email, body.password, client_ip=client_ip)
+    return TokenOut.of(session)
 
 
 @router.get("/auth/me")

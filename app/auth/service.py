@@ -29,11 +29,14 @@ from app.auth.security import (
 )
 from app.db import new_id, set_rls_api_key, set_rls_login_email, set_rls_user
 from app.errors import BadUserInput, Conflict, NotFound, Unauthenticated
+from app.ratelimit.service import Limits
 
 MAX_EMAIL_LENGTH = 254
 MAX_API_KEY_NAME = 100
 MAX_API_KEYS_PER_USER = 50
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_API_KEYS_LISTED = 100
+# No control characters: PostgreSQL refuses NUL in text, and none belongs in an address.
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$")
 _BAD_LOGIN = "Invalid email or password"
 # Writing last_used_at on every request would turn each read into a write; a minute is precise
 # enough to tell a live key from a forgotten one.
@@ -73,9 +76,10 @@ def parse_bearer(header: str | None) -> str | None:
 
 
 class Accounts:
-    def __init__(self, hasher: PasswordHasher, tokens: TokenCodec) -> None:
+    def __init__(self, hasher: PasswordHasher, tokens: TokenCodec, limits: Limits) -> None:
         self._hasher = hasher
         self._tokens = tokens
+        self._limits = limits
 
     def _session_for(self, user: User) -> Session:
         return Session(
@@ -84,9 +88,13 @@ class Accounts:
             expires_in=int(self._tokens.lifetime.total_seconds()),
         )
 
-    async def register(self, db: AsyncSession, email: str, password: str) -> Session:
+    async def register(
+        self, db: AsyncSession, email: str, password: str, *, client_ip: str | None
+    ) -> Session:
         normalized = normalize_email(email)
         encoded = check_password_length(password)
+        # Before the database and bcrypt: a refused sign-up costs nothing and changes nothing.
+        await self._limits.check_registration(client_ip, normalized)
         if await self._find_by_email(db, normalized) is not None:
             raise Conflict("An account with this email already exists")
         user = User(id=new_id(), email=normalized, password_hash=await self._hasher.hash(encoded))
@@ -99,12 +107,17 @@ class Accounts:
             raise Conflict("An account with this email already exists") from error
         return self._session_for(user)
 
-    async def login(self, db: AsyncSession, email: str, password: str) -> Session:
+    async def login(
+        self, db: AsyncSession, email: str, password: str, *, client_ip: str | None
+    ) -> Session:
         encoded = check_password_length(password, minimum=False)
         try:
             normalized = normalize_email(email)
         except BadUserInput:
             normalized = None
+        # Every attempt counts, whatever its outcome, and a refused one never reaches bcrypt:
+        # guessing costs the attacker their budget, not the server its CPU.
+        await self._limits.check_login(client_ip, normalized)
         user = await self._find_by_email(db, normalized) if normalized else None
         # Unknown emails pay for one bcrypt check too, so timing does not reveal accounts.
         if not await self._hasher.verify(encoded, user.password_hash if user else None):
@@ -157,6 +170,8 @@ class Accounts:
         name = name.strip()
         if not 1 <= len(name) <= MAX_API_KEY_NAME:
             raise BadUserInput(f"API key name must be 1 to {MAX_API_KEY_NAME} characters")
+        if "\x00" in name:  # PostgreSQL cannot store it: refused the same way on SQLite
+            raise BadUserInput("API key name must not contain NUL characters")
         active = await db.scalar(
             select(func.count()).where(
                 ApiKey.user_id == caller.user_id, ApiKey.revoked_at.is_(None)
@@ -177,10 +192,13 @@ class Accounts:
         return key, secret
 
     async def list_api_keys(self, db: AsyncSession, caller: Caller) -> list[ApiKey]:
+        """Active keys first, then the most recently revoked, newest first; at most
+        MAX_API_KEYS_LISTED (revoked keys pile up without bound, active ones cannot)."""
         result = await db.execute(
             select(ApiKey)
             .where(ApiKey.user_id == caller.user_id)
-            .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
+            .order_by(ApiKey.revoked_at.is_not(None), ApiKey.created_at.desc(), ApiKey.id.desc())
+            .limit(MAX_API_KEYS_LISTED)
         )
         return list(result.scalars())
 

@@ -60,8 +60,15 @@ class ConversationPatch:
     system_prompt: str | Unchanged | None = UNCHANGED
 
 
+def _no_nul(value: str, what: str) -> str:
+    # PostgreSQL cannot store NUL in text; refused the same way on SQLite.
+    if "\x00" in value:
+        raise BadUserInput(f"{what} must not contain NUL characters")
+    return value
+
+
 def _title(value: str) -> str:
-    title = value.strip()
+    title = _no_nul(value, "Title").strip()
     if not title:
         raise BadUserInput("Title must not be blank")
     if len(title) > MAX_TITLE:
@@ -72,7 +79,7 @@ def _title(value: str) -> str:
 def _system_prompt(value: str) -> str | None:
     if len(value) > MAX_SYSTEM_PROMPT:
         raise BadUserInput(f"System prompt must be at most {MAX_SYSTEM_PROMPT} characters")
-    return value if value.strip() else None
+    return value if _no_nul(value, "System prompt").strip() else None
 
 
 def _model(value: str, available: Callable[[str], bool]) -> str:

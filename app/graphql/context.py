@@ -14,6 +14,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 from strawberry.extensions import SchemaExtension
@@ -23,6 +25,8 @@ from strawberry.types.graphql import OperationType
 
 from app.auth.service import Caller
 from app.runtime import Runtime
+
+logger = structlog.get_logger(__name__)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -103,6 +107,13 @@ class UnitOfWorkExtension(SchemaExtension):
                 _operation.reset(token)
             result = self.execution_context.result
             if result is not None and not result.errors:
-                await session.commit()
-            else:
+                await session.commit()  # a failure here is masked by ErrorCodes
+                return
+            try:
                 await session.rollback()
+            except SQLAlchemyError as error:
+                # When a field fails, graphql-core cancels its siblings, and a driver cancelled
+                # mid-statement closes its connection: the transaction died with it, and the
+                # field's own error is the answer. Nothing is left to roll back.
+                logger.warning("rollback_after_error_failed", error=type(error).__name__)
+                await session.invalidate()

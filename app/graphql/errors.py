@@ -14,7 +14,9 @@ from typing import Any
 
 import structlog
 from graphql import GraphQLError
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types.execution import ExecutionContext
 
 from app.errors import AppError
@@ -22,6 +24,8 @@ from app.errors import AppError
 logger = structlog.get_logger(__name__)
 
 INTERNAL_MESSAGE = "Internal server error"
+# Strawberry turns these into HTTP answers (400, 405) itself.
+_PASSED_THROUGH = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
 
 
 def is_unexpected(error: GraphQLError) -> bool:
@@ -85,7 +89,20 @@ class ErrorCodes(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         self._streamed = False
-        yield
+        try:
+            yield
+        except _PASSED_THROUGH:
+            raise
+        except Exception as error:
+            # Another extension failed after the resolvers ran (a commit, say). Strawberry would
+            # answer with the exception's own text, driver message and SQL included.
+            wrapped = (
+                error
+                if isinstance(error, GraphQLError)
+                else GraphQLError(str(error), original_error=error)
+            )
+            log_unexpected([wrapped], self.execution_context)
+            raise format_error(wrapped, self._request_id()) from error
         if not self._streamed:
             self._rewrite(self.execution_context.result)
 

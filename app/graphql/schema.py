@@ -7,6 +7,7 @@ extensions (limits, introspection, error shaping) around the very same types.
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from typing import Any
 
@@ -37,7 +38,18 @@ Query = merge_types("Query", (AuthQuery, ConversationsQuery, UsageQuery, ModelsQ
 Mutation = merge_types("Mutation", (AuthMutation, ConversationsMutation))
 
 
+# graphql-core adds " Did you mean 'x'?" (or "'x', 'y', or 'z'?") to what it cannot find.
+_SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
+
+
 class AppSchema(strawberry.Schema):
+    @staticmethod
+    def remove_field_suggestion(error: GraphQLError) -> None:
+        # Called for every error when suggestions are off. Strawberry's own version only strips
+        # them from unknown fields; unknown arguments, input fields and types would still spell
+        # out the schema that a production server keeps to itself.
+        error.message = _SUGGESTION.sub("", error.message)
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,6 +12,28 @@ from app.streaming.service import MAX_CONTENT, ReplyInput
 from app.streaming.sse import SSEReplyResponse
 
 router = APIRouter(tags=["streaming"])
+
+
+_EVENTS = ["message_start", "content_block_delta", "message_delta", "message_stop", "error"]
+# One event of the stream (how OpenAPI tools read an event-stream schema); `data` is a JSON
+# object whose `type` is the event's name.
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "id", "data"],
+    "properties": {
+        "event": {"enum": _EVENTS},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "type": "object",
+                "required": ["type"],
+                "properties": {"type": {"enum": _EVENTS}},
+            },
+        },
+    },
+}
 
 
 class StreamRequest(BaseModel):
@@ -24,9 +47,12 @@ class StreamRequest(BaseModel):
 @router.post(
     "/conversations/{conversation_id}/messages/stream",
     response_class=SSEReplyResponse,
+    # Stated, not inferred: FastAPI reads the default from the response class's __init__, which
+    # SSEReplyResponse does not take, and /openapi.json failed with a 500.
+    status_code=200,
     responses={
         200: {
-            "content": {"text/event-stream": {}},
+            "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
             "description": "message_start, content_block_delta..., message_delta, message_stop "
             "(or a final `error` event); `: ping` comments while the model is silent.",
         },

@@ -13,7 +13,8 @@ pump task into a buffer, the consumer takes whatever has arrived (so a slow clie
 larger deltas and a fast one gets every chunk as it lands), and a checkpoint task saves the text
 so far every STREAM_CHECKPOINT_SECONDS in its own transaction. However the reply ends (complete,
 client gone, upstream failure, shutdown) the assistant row is finalised in a transaction that
-is shielded from cancellation.
+is shielded from cancellation, and the user's stream slot (USER_MAX_CONCURRENT_STREAMS) is given
+back.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from app.errors import (
 from app.llm.base import ChatMessage, ChatProvider, ChatRequest, Finish, ProviderError
 from app.llm.models import ModelInfo, get_model
 from app.llm.tokens import count_tokens, count_tokens_async
+from app.ratelimit.service import Limits
+from app.ratelimit.slots import StreamSlot
 from app.streaming.events import (
     ContentBlockDelta,
     MessageDelta,
@@ -81,6 +84,8 @@ def _check_content(content: str) -> None:
         raise BadUserInput(f"content must be at most {MAX_CONTENT} characters")
     if not content.strip():
         raise BadUserInput("content must not be blank")
+    if "\x00" in content:  # PostgreSQL cannot store it: refused the same way on SQLite
+        raise BadUserInput("content must not contain NUL characters")
 
 
 def _validate(values: ReplyInput, model: ModelInfo) -> tuple[int, float | None]:
@@ -142,8 +147,11 @@ class _Pump:
                         self.first_token_at = now
                         self.request_id = stream.request_id
                     self.last_token_at = now
-                    self.parts.append(event.text)
-                    self.chars += len(event.text)
+                    # A model can be talked into emitting NUL, which PostgreSQL cannot store:
+                    # the client and the database both get U+FFFD instead, so they still agree.
+                    text = event.text.replace("\x00", "\ufffd")
+                    self.parts.append(text)
+                    self.chars += len(text)
                     self._wake()
                     if self.chars >= self._max_chars:
                         self.finish = Finish("max_tokens")
@@ -206,6 +214,7 @@ class Reply:
     request: ChatRequest
     input_tokens: int
     started_at: float
+    slot: StreamSlot  # one of the user's concurrent streams, given back when the reply closes
     _pump: _Pump | None = None
     _checkpointer: asyncio.Task[None] | None = None
     _final: Message | None = None
@@ -379,6 +388,7 @@ class Reply:
             return self._final
         finally:
             self.replies.forget(self)
+            await self.slot.release()
 
 
 class Replies:
@@ -391,11 +401,13 @@ class Replies:
         sessionmaker: async_sessionmaker[AsyncSession],
         accounts: Accounts,
         providers: Mapping[str, ChatProvider],
+        limits: Limits,
     ) -> None:
         self.settings = settings
         self.sessionmaker = sessionmaker
         self._accounts = accounts
         self._providers = providers
+        self._limits = limits
         self._live: set[Reply] = set()
         self._tasks: set[asyncio.Future[Any]] = set()
         self._shutting_down = False
@@ -418,25 +430,38 @@ class Replies:
         if self._shutting_down:
             raise ServiceUnavailable()
         _check_content(values.content)
-        content_tokens = await count_tokens_async(values.content)
-        async with unit_of_work(self.sessionmaker) as db:
-            caller = await self._accounts.authenticate(db, credential)
-            conversation = await repository.get_conversation(db, caller.user_id, conversation_id)
-            if conversation is None:
-                raise NotFound("Conversation not found")
-            model = get_model(conversation.model)
-            provider = self._providers.get(model.provider)
-            if provider is None:
-                raise BadUserInput(f"Model {model.id} is not available on this server")
-            max_tokens, temperature = _validate(values, model)
-            await self._check_quota(db, caller)
-            await self._clear_stale_reply(db, conversation_id)
-            request, input_tokens = await self._prompt(
-                db, conversation, model, values.content, content_tokens, max_tokens, temperature
-            )
-            assistant = await self._store_turn(
-                db, caller, conversation, values.content, content_tokens
-            )
+        slot: StreamSlot | None = None
+        try:
+            async with unit_of_work(self.sessionmaker) as db:
+                caller = await self._accounts.authenticate(db, credential)
+                await self._limits.check_reply_start(caller.user_id)
+                conversation = await repository.get_conversation(
+                    db, caller.user_id, conversation_id
+                )
+                if conversation is None:
+                    raise NotFound("Conversation not found")
+                model = get_model(conversation.model)
+                provider = self._providers.get(model.provider)
+                if provider is None:
+                    raise BadUserInput(f"Model {model.id} is not available on this server")
+                max_tokens, temperature = _validate(values, model)
+                await self._check_quota(db, caller)
+                # Refused past here only for a conflict, so the slot is given back below.
+                slot = await self._limits.take_stream_slot(caller.user_id)
+                # Counted only now: tokenising 100,000 characters is the costliest step before
+                # the model, and must not be had by a caller who is unknown or refused.
+                content_tokens = await count_tokens_async(values.content)
+                await self._clear_stale_reply(db, conversation_id)
+                request, input_tokens = await self._prompt(
+                    db, conversation, model, values.content, content_tokens, max_tokens, temperature
+                )
+                assistant = await self._store_turn(
+                    db, caller, conversation, values.content, content_tokens
+                )
+        except BaseException:
+            if slot is not None:
+                await slot.release()
+            raise
         reply = Reply(
             replies=self,
             caller=caller,
@@ -447,6 +472,7 @@ class Replies:
             request=request,
             input_tokens=input_tokens,
             started_at=started_at,
+            slot=slot,
         )
         self._live.add(reply)
         return reply

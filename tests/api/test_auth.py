@@ -1,4 +1,4 @@
-"""Accounts and credentials through the public interface (REST, GraphQL over HTTP and websockets)."""
+"""Accounts and credentials through the public interface: REST, GraphQL over HTTP and websockets."""
 
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ def _hs256(claims: dict[str, Any], headers: dict[str, Any] | None = None) -> str
 
 def _bad_tokens(user: User) -> dict[str, str]:
     valid = _hs256(_claims(user))
-    head, body, signature = valid.split(".")
+    head, _, signature = valid.split(".")
     tampered_body = _b64({**_claims(user), "sub": str(uuid.uuid4())})
     return {
         "alg-none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims(user))}.",
@@ -230,7 +230,9 @@ async def test_token_of_a_deleted_user_is_refused(api: Api, owner_engine: AsyncE
 
 # --- API keys --------------------------------------------------------------------------------
 
-CREATE_KEY = "mutation ($name: String!) { createApiKey(name: $name) { secret apiKey { id name prefix createdAt lastUsedAt revokedAt } } }"
+CREATE_KEY = """mutation ($name: String!) {
+  createApiKey(name: $name) { secret apiKey { id name prefix createdAt lastUsedAt revokedAt } }
+}"""
 KEYS = "query { apiKeys { id name prefix lastUsedAt revokedAt } }"
 REVOKE_KEY = "mutation ($id: ID!) { revokeApiKey(id: $id) }"
 

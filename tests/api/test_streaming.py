@@ -198,7 +198,7 @@ async def test_oldest_turns_are_trimmed_to_fit_the_context_window(
     user = await api.register()
     sse = transports(api.http, api.ws_url)["sse"]
     conversation_id = await new_conversation(api, user, model="llama-3.3-70b-versatile")
-    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa ".split()
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
     questions = [
         " ".join(f"{w}{i}" for i in range(2_000) for w in words[:5])[:79_000] + f" #{n}"
         for n in range(5)
@@ -543,7 +543,8 @@ async def test_usage_sums_the_stored_replies(api: Api, fake_groq: FakeGroq) -> N
 async def test_usage_rejects_an_inverted_range(api: Api) -> None:
     user = await api.register()
     error = await api.gql_error(
-        'query { usage(since: "2026-02-01T00:00:00Z", until: "2026-01-01T00:00:00Z") { requests } }',
+        'query { usage(since: "2026-02-01T00:00:00Z", until: "2026-01-01T00:00:00Z") '
+        "{ requests } }",
         user=user,
     )
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
