@@ -15,7 +15,15 @@ from contextlib import asynccontextmanager
 
 import structlog
 
-from app.llm.base import ChatRequest, ChatStream, Finish, ProviderEvent, TextDelta, Usage
+from app.llm.base import (
+    ChatRequest,
+    ChatStream,
+    Finish,
+    ProviderEvent,
+    StopReason,
+    TextDelta,
+    Usage,
+)
 from app.llm.tokens import count_tokens, prompt_tokens
 
 logger = structlog.get_logger(__name__)
@@ -37,22 +45,25 @@ class _EchoStream:
 
     async def __aiter__(self) -> AsyncIterator[ProviderEvent]:
         words = _WORD.findall(echo_reply(self._request))
-        output_tokens = 0
+        budget = self._request.max_tokens
+        spent = 0  # word by word slightly overestimates, which keeps the budget check linear
+        emitted: list[str] = []
+        stop: StopReason = "end_turn"
         for word in words:
-            # Counting word by word slightly overestimates; it keeps the cost linear.
-            tokens = count_tokens(word)
-            if output_tokens + tokens > self._request.max_tokens:
-                yield Finish("max_tokens", self._usage(output_tokens))
-                return
+            spent += count_tokens(word)
+            if spent > budget:
+                stop = "max_tokens"
+                break
             if self._delay:
                 await asyncio.sleep(self._delay)
-            output_tokens += tokens
+            emitted.append(word)
             yield TextDelta(word)
-        yield Finish("end_turn", self._usage(output_tokens))
-
-    def _usage(self, output_tokens: int) -> Usage:
         messages = self._request.messages
-        return Usage(prompt_tokens(count_tokens(m.content) for m in messages), output_tokens)
+        usage = Usage(
+            input_tokens=prompt_tokens(count_tokens(m.content) for m in messages),
+            output_tokens=count_tokens("".join(emitted)),
+        )
+        yield Finish(stop, usage)
 
 
 class EchoProvider:

@@ -38,7 +38,7 @@ import orjson
 import structlog
 from groq.types.chat import ChatCompletionMessageParam
 
-from app.config import Settings
+from app.config import HttpClientKind, Settings
 from app.llm.base import (
     ChatMessage,
     ChatRequest,
@@ -50,6 +50,7 @@ from app.llm.base import (
     TextDelta,
     Usage,
 )
+from app.llm.http import BufferedTransport
 
 logger = structlog.get_logger(__name__)
 
@@ -86,22 +87,26 @@ class GroqProvider:
         max_retries: int,
         retry_max_wait: float,
         max_connections: int,
+        http_client_kind: HttpClientKind = "buffered",
     ) -> None:
         # `read` bounds the wait for every next byte, the first token included; `pool` the wait
         # for a free connection, so a saturated pool fails instead of queueing forever.
         timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
-        http_client = httpx.AsyncClient(
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            timeout=timeout,
-        )
+        if http_client_kind == "buffered":
+            transport: httpx.AsyncBaseTransport = BufferedTransport(max_connections=max_connections)
+        else:  # httpx's own transport: slower per chunk, but it honours HTTPS_PROXY and friends
+            transport = httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(
+                    max_connections=max_connections, max_keepalive_connections=max_connections
+                )
+            )
+        client = httpx.AsyncClient(transport=transport, timeout=timeout)
         self._client = groq.AsyncGroq(
             api_key=api_key,
             base_url=base_url,
             max_retries=0,
             timeout=timeout,
-            http_client=http_client,
+            http_client=client,
         )
         self._read_timeout = read_timeout
         self._max_retries = max_retries
@@ -119,6 +124,7 @@ class GroqProvider:
             max_retries=settings.llm_max_retries,
             retry_max_wait=settings.llm_retry_max_wait_seconds,
             max_connections=settings.llm_max_connections,
+            http_client_kind=settings.llm_http_client,
         )
 
     @asynccontextmanager
