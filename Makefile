@@ -46,11 +46,12 @@ run: migrate
 
 test: test-postgres test-sqlite
 
+# The end-to-end tests (marker e2e) drive third-party clients and a browser: `make e2e` runs them.
 test-postgres: dev
-	$(BIN)/pytest --db postgres $(PYTEST_ARGS)
+	$(BIN)/pytest --db postgres -m "not e2e" $(PYTEST_ARGS)
 
 test-sqlite: dev
-	$(BIN)/pytest --db sqlite $(PYTEST_ARGS)
+	$(BIN)/pytest --db sqlite -m "not e2e" $(PYTEST_ARGS)
 
 lint: dev
 	$(BIN)/ruff check app alembic tests benchmarks
@@ -64,6 +65,35 @@ format: dev
 # schema.graphql is generated from the code; tests/test_schema.py fails when it is stale.
 schema: install
 	$(BIN)/strawberry export-schema app.graphql.schema:sdl_schema --output schema.graphql
+
+# End to end: Node clients (npm ci, pinned by package-lock.json; no browser download), Debian's
+# Chromium and curl (apt-get when missing), then tests/e2e on PostgreSQL. Screenshots land in
+# tests/e2e/artifacts/.
+E2E_JS := tests/e2e/js
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+e2e: dev $(E2E_JS)/node_modules/.package-lock.json
+	@missing="$$(test -x $(CHROMIUM) || echo chromium) $$(command -v curl >/dev/null || echo curl)"; \
+	if [ -n "$${missing// }" ]; then \
+		echo "apt-get install $$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	CHROMIUM_PATH=$(CHROMIUM) $(BIN)/pytest --db postgres -m e2e tests/e2e $(PYTEST_ARGS)
+
+$(E2E_JS)/node_modules/.package-lock.json: $(E2E_JS)/package.json $(E2E_JS)/package-lock.json
+	@node -e 'process.exit(parseInt(process.versions.node) < 20 ? 1 : 0)' 2>/dev/null || \
+		{ echo "Node.js 20 or later is required for the end-to-end clients"; exit 1; }
+	cd $(E2E_JS) && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+
+# Benchmarks on PostgreSQL (TEST_DATABASE_URL, a superuser: the run creates and drops its own
+# database): writes docs/benchmarks.{md,json,png}; each run's raw files go to benchmarks/.results/.
+# A subset, results in benchmarks/.results only: .venv/bin/python -m benchmarks.run --only throughput
+# --quick (see --help for profiles with py-spy and --set NAME=VALUE for API settings).
+bench: dev
+	@$(BIN)/python -c 'import matplotlib, psutil, uvloop' 2>/dev/null && test -x $(BIN)/py-spy || \
+		$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m benchmarks.run --docs $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] | None = None
     data_dir: Path = Path("./data")
     graphiql_enabled: bool | None = None
+    # Where the GraphiQL page loads its pinned, integrity-checked assets from (an npm CDN or a
+    # mirror with the same /{package}@{version}/{file} layout).
+    graphiql_cdn_url: str = Field(default="https://unpkg.com", pattern=r"^https?://[^\s\"'<>]+$")
     introspection_enabled: bool | None = None
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     graphql_max_depth: int = Field(default=10, ge=2, le=50)

@@ -14,7 +14,8 @@ from contextlib import suppress
 from datetime import timedelta
 
 import strawberry
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import HTMLResponse
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.subscriptions import (
@@ -24,7 +25,7 @@ from strawberry.subscriptions import (
     MULTIPART_SUBSCRIPTION_PROTOCOL,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
-from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_ws.types import ConnectionInitMessage, StartMessage
 from strawberry.types.unset import UNSET, UnsetType
 
 from app.auth.dependencies import credential_from_connection_params, credential_from_headers
@@ -32,6 +33,9 @@ from app.config import Settings
 from app.db import unit_of_work
 from app.errors import Unauthenticated
 from app.graphql.context import Context
+from app.graphql.graphiql import graphiql_page
+from app.graphql.websockets import TransportWSHandler, at_operation_limit, operation_limit_error
+from app.http import client_ip
 from app.observability import request_id_of
 from app.runtime import runtime_of
 
@@ -40,10 +44,11 @@ INIT_TIMEOUT = 4408
 
 
 async def get_context(connection: HTTPConnection) -> Context:
+    runtime = runtime_of(connection)
     return Context(
-        runtime=runtime_of(connection),
+        runtime=runtime,
         credential=credential_from_headers(connection.headers),
-        client_ip=connection.client.host if connection.client else None,
+        client_ip=client_ip(connection, runtime.settings.trusted_proxy_hops),
         request_id=request_id_of(connection.scope),
     )
 
@@ -94,11 +99,27 @@ class LegacyGraphQLWSHandler(BaseGraphQLWSHandler[Context, None]):
         if self.keep_alive:
             self.keep_alive_task = asyncio.create_task(self.handle_keep_alive())
 
+    async def handle_start(self, message: StartMessage) -> None:
+        limit = self.max_subscriptions_per_connection
+        if (
+            self.connection_acknowledged
+            and message["id"] not in self.tasks
+            and at_operation_limit(limit, len(self.tasks))
+        ):
+            assert limit is not None
+            await self.send_message(
+                {"type": "error", "id": message["id"], "payload": operation_limit_error(limit)}
+            )
+            return
+        await super().handle_start(message)
+
 
 class AppGraphQLRouter(GraphQLRouter[Context, None]):
+    graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyGraphQLWSHandler
 
     def __init__(self, schema: strawberry.Schema, settings: Settings) -> None:
+        self._graphiql_cdn_url = settings.graphiql_cdn_url
         super().__init__(
             schema,
             context_getter=get_context,
@@ -115,6 +136,10 @@ class AppGraphQLRouter(GraphQLRouter[Context, None]):
             keep_alive_interval=settings.stream_keepalive_seconds,
             allowed_origins=settings.cors_origins,
         )
+
+    async def render_graphql_ide(self, request: Request) -> HTMLResponse:
+        # Our page: it also authenticates subscriptions with the Headers pane (see graphiql.py).
+        return graphiql_page(self._graphiql_cdn_url).response()
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         params = context.connection_params
