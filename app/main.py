@@ -23,7 +23,7 @@ from app.http import (
     UnexpectedErrorMiddleware,
     install_error_handlers,
 )
-from app.lifecycle import on_termination
+from app.lifecycle import on_termination, tune_garbage_collector
 from app.observability import RequestIdMiddleware, configure_logging
 from app.runtime import build_runtime
 from app.streaming import routes as streaming_routes
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with build_runtime(settings) as runtime:
             app.state.runtime = runtime
+            tune_garbage_collector()
             logger.info(
                 "started",
                 env=settings.app_env,

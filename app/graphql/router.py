@@ -9,10 +9,12 @@ even on an open socket): the reply pipeline authenticates on every start.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from contextlib import suppress
 from datetime import timedelta
 
+import orjson
 import strawberry
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import HTMLResponse
@@ -136,6 +138,14 @@ class AppGraphQLRouter(GraphQLRouter[Context, None]):
             keep_alive_interval=settings.stream_keepalive_seconds,
             allowed_origins=settings.cors_origins,
         )
+
+    def encode_json(self, data: object) -> str:
+        # orjson: several times faster than json.dumps on every result and every stream event.
+        # Websocket frames must be text, so the bytes are decoded once.
+        try:
+            return orjson.dumps(data).decode()
+        except TypeError:  # something orjson does not know: the standard encoder's behaviour
+            return json.dumps(data, separators=(",", ":"))
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         # Our page: it also authenticates subscriptions with the Headers pane (see graphiql.py).
