@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import uuid6
-from sqlalchemy import JSON, DateTime, MetaData, event, func, select, text
+from sqlalchemy import JSON, DateTime, MetaData, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.ext.asyncio import (
@@ -166,11 +166,15 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     )
 
 
+# set_config(..., true) is SET LOCAL with a bind parameter: it ends with the transaction. Built
+# once: it runs at the start of nearly every unit of work.
+_SET_LOCAL = text("SELECT set_config(:name, :value, true)")
+
+
 async def _set_local(session: AsyncSession, name: str, value: str) -> None:
-    # set_config(..., true) is SET LOCAL with a bind parameter: it ends with the transaction.
     # SQLite has no Row Level Security; the services' owner filters are the only wall there.
     if session.get_bind().dialect.name == "postgresql":
-        await session.execute(select(func.set_config(name, value, True)))
+        await session.execute(_SET_LOCAL, {"name": name, "value": value})
 
 
 async def set_rls_user(session: AsyncSession, user_id: uuid.UUID) -> None:

@@ -24,6 +24,7 @@ from app.db import create_engine, create_sessionmaker, rls_bypassed
 from app.llm.base import ChatProvider
 from app.llm.echo import EchoProvider
 from app.llm.models import get_model
+from app.llm.tokens import encoding
 from app.ratelimit.service import Limits, build_limits
 from app.streaming.service import Replies
 
@@ -55,6 +56,7 @@ def build_providers(settings: Settings) -> dict[str, ChatProvider]:
 @asynccontextmanager
 async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     get_model(settings.resolved_default_model)  # DEFAULT_MODEL must be in the catalogue
+    encoding()  # load the vocabulary now (~0.3 s), not in the first user's request
     engine = create_engine(settings)
     providers = build_providers(settings)
     try:

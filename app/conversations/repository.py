@@ -9,8 +9,21 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import Row, Select, delete, func, or_, select, tuple_, update
+from sqlalchemy import (
+    CursorResult,
+    Row,
+    Select,
+    Table,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversations.cursors import Position
@@ -26,6 +39,27 @@ async def get_conversation(
     if for_update:
         query = query.with_for_update()
     return (await db.execute(query)).scalar_one_or_none()
+
+
+async def conversation_for_reply(
+    db: AsyncSession, user_id: uuid.UUID, conversation_id: uuid.UUID
+) -> tuple[Conversation, uuid.UUID | None, datetime | None] | None:
+    """The conversation with its reply in progress, if any (id and last checkpoint): one query.
+
+    The partial unique index allows at most one in-progress reply, so the join adds no rows.
+    """
+    in_progress = and_(
+        Message.conversation_id == Conversation.id,
+        Message.role == "assistant",
+        Message.finish_reason.is_(None),
+    )
+    query = (
+        select(Conversation, Message.id, Message.updated_at)
+        .outerjoin(Message, in_progress)
+        .where(Conversation.id == conversation_id, Conversation.user_id == user_id)
+    )
+    row = (await db.execute(query)).first()
+    return (row[0], row[1], row[2]) if row is not None else None
 
 
 async def conversations_page(
@@ -123,11 +157,38 @@ async def delete_conversation(
     return result.first() is not None
 
 
+# Core statements on the tables, not ORM-enabled DML: these run for every reply, and the ORM's
+# bulk-update machinery costs more than the round trip.
+_CONVERSATIONS = cast("Table", Conversation.__table__)
+_MESSAGES = cast("Table", Message.__table__)
+
+
 async def touch_conversation(
     db: AsyncSession, user_id: uuid.UUID, conversation_id: uuid.UUID, at: datetime
 ) -> None:
     await db.execute(
-        update(Conversation)
-        .where(Conversation.id == conversation_id, Conversation.user_id == user_id)
+        update(_CONVERSATIONS)
+        .where(_CONVERSATIONS.c.id == conversation_id, _CONVERSATIONS.c.user_id == user_id)
         .values(updated_at=at)
     )
+
+
+async def finalise_reply(db: AsyncSession, message: Message) -> bool:
+    """Store a reply's final state, unless it was already finalised; whether it was written."""
+    result = await db.execute(
+        update(_MESSAGES)
+        .where(_MESSAGES.c.id == message.id, _MESSAGES.c.finish_reason.is_(None))
+        .values(
+            content=message.content,
+            token_count=message.token_count,
+            finish_reason=message.finish_reason,
+            latency_ms=message.latency_ms,
+            input_tokens=message.input_tokens,
+            output_tokens=message.output_tokens,
+            cost_usd=message.cost_usd,
+            metadata=message.meta,
+            updated_at=message.updated_at,
+        )
+    )
+    # An UPDATE's result is a CursorResult, which is what carries the row count.
+    return bool(cast("CursorResult[Any]", result).rowcount)

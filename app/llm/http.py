@@ -48,6 +48,12 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._loop = asyncio.get_running_loop()
+        # Read timeouts without a timer per wait: one watchdog per connection, re-armed only when
+        # it fires, checks the time since the last byte (or since the reader started waiting).
+        self._last_activity = 0.0
+        self._limit: float | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
 
     # --- asyncio.Protocol ---
 
@@ -57,6 +63,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        self._last_activity = self._loop.time()
         if len(self.buffer) > _HIGH_WATER and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
@@ -83,14 +90,26 @@ class _Connection(asyncio.Protocol):
         """Until more bytes arrive or the peer closes; ReadTimeout after `limit` seconds."""
         if self.closed:
             return
-        self._waiter = asyncio.get_running_loop().create_future()
+        waiter = self._waiter = self._loop.create_future()
+        self._last_activity = self._loop.time()
+        self._limit = limit
+        if limit is not None and self._watchdog is None:
+            self._watchdog = self._loop.call_at(self._last_activity + limit, self._check_deadline)
         try:
-            async with asyncio.timeout(limit):
-                await self._waiter
-        except TimeoutError as error:
-            raise httpx.ReadTimeout("no data from the server in time") from error
+            await waiter
         finally:
             self._waiter = None
+
+    def _check_deadline(self) -> None:
+        self._watchdog = None
+        waiter, limit = self._waiter, self._limit
+        if waiter is None or waiter.done() or limit is None:
+            return  # nobody is waiting now: the next wait() arms the watchdog again
+        deadline = self._last_activity + limit
+        if self._loop.time() >= deadline:
+            waiter.set_exception(httpx.ReadTimeout("no data from the server in time"))
+        else:
+            self._watchdog = self._loop.call_at(deadline, self._check_deadline)
 
     def consumed(self) -> None:
         if self._paused and len(self.buffer) < _LOW_WATER and self.transport is not None:
@@ -104,6 +123,9 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self.transport is not None:
             self.transport.abort()  # an unfinished response: no draining, no graceful goodbye
 

@@ -23,14 +23,14 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -53,6 +53,7 @@ from app.llm.models import ModelInfo, get_model
 from app.llm.tokens import count_tokens, count_tokens_async
 from app.ratelimit.service import Limits
 from app.ratelimit.slots import StreamSlot
+from app.streaming.checkpoints import Checkpointer, Progress
 from app.streaming.events import (
     ContentBlockDelta,
     MessageDelta,
@@ -216,7 +217,7 @@ class Reply:
     started_at: float
     slot: StreamSlot  # one of the user's concurrent streams, given back when the reply closes
     _pump: _Pump | None = None
-    _checkpointer: asyncio.Task[None] | None = None
+    _saved_parts: int = 0  # how many of the pump's parts the last checkpoint holds
     _final: Message | None = None
     _closing: asyncio.Future[Message] | None = None
     _outcome_if_gone: _Outcome | None = None  # the real outcome, once the upstream has finished
@@ -237,9 +238,7 @@ class Reply:
         settings = self.replies.settings
         pump = self._pump = _Pump(self.provider, self.request, settings)
         pump.start()
-        self._checkpointer = asyncio.create_task(
-            self._checkpoints(settings.stream_checkpoint_seconds), name="reply-checkpoints"
-        )
+        self.replies.checkpoints.ensure_running()
         try:
             yield MessageStart(message=self.assistant, input_tokens=self.input_tokens)
             while (text := await pump.next_text()) is not None:
@@ -291,22 +290,23 @@ class Reply:
             self._log = logger.bind(message_id=str(self.message_id))
         return self._log
 
-    async def _checkpoints(self, interval: float) -> None:
-        """Save the text so far every `interval` seconds (also a liveness heartbeat)."""
-        while True:
-            await asyncio.sleep(interval)
-            text = self._pump.text() if self._pump else ""
-            try:
-                async with self._unit_of_work() as db:
-                    await db.execute(
-                        update(Message)
-                        .where(Message.id == self.message_id, Message.finish_reason.is_(None))
-                        .values(content=text, updated_at=utcnow())
-                    )
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # noqa: BLE001  (a missed checkpoint is retried next tick)
-                self._logger().warning("checkpoint_failed", error=type(error).__name__)
+    def progress(self) -> Progress | None:
+        """What the next checkpoint should save for this reply (None before it streams)."""
+        pump = self._pump
+        if pump is None or self._closing is not None:
+            return None
+        parts = len(pump.parts)
+        changed = parts != self._saved_parts
+
+        def saved() -> None:
+            self._saved_parts = max(self._saved_parts, parts)
+
+        return Progress(
+            user_id=self.caller.user_id,
+            message_id=self.message_id,
+            text=pump.text() if changed else None,
+            saved=saved,
+        )
 
     def _unit_of_work(self) -> AbstractAsyncContextManager[AsyncSession]:
         return unit_of_work(self.replies.sessionmaker, user_id=self.caller.user_id)
@@ -334,10 +334,6 @@ class Reply:
         pump = self._pump
         if pump is not None:
             await pump.stop()
-        if self._checkpointer is not None:
-            self._checkpointer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpointer
         try:
             text = pump.text() if pump else ""
             token_count = await count_tokens_async(text)
@@ -352,33 +348,24 @@ class Reply:
                 "provider_request_id": pump.request_id if pump else None,
                 "prompt_input_tokens_estimate": self.input_tokens,
             }
-            now = utcnow()
+            final = self.assistant  # detached: its events were rendered when they were sent
+            final.content = text
+            final.token_count = token_count
+            final.finish_reason = outcome.finish_reason
+            final.latency_ms = self._latency_ms()
+            final.input_tokens = input_tokens
+            final.output_tokens = output_tokens
+            final.cost_usd = self.model.cost_usd(input_tokens, output_tokens)
+            final.meta = metadata
+            final.updated_at = utcnow()
             async with self._unit_of_work() as db:
-                result = await db.execute(
-                    update(Message)
-                    .where(Message.id == self.message_id, Message.finish_reason.is_(None))
-                    .values(
-                        {
-                            Message.content: text,
-                            Message.token_count: token_count,
-                            Message.finish_reason: outcome.finish_reason,
-                            Message.latency_ms: self._latency_ms(),
-                            Message.input_tokens: input_tokens,
-                            Message.output_tokens: output_tokens,
-                            Message.cost_usd: self.model.cost_usd(input_tokens, output_tokens),
-                            Message.meta: metadata,
-                            Message.updated_at: now,
-                        }
-                    )
-                    .returning(Message)
-                )
-                final = result.scalar_one_or_none()
-                if final is None:  # finalised elsewhere (e.g. judged dead and interrupted)
-                    final = await db.get(Message, self.message_id)
+                written = await repository.finalise_reply(db, final)
+                if not written:  # finalised elsewhere (e.g. judged dead and interrupted)
+                    final = await db.get(Message, self.message_id) or final
                 await repository.touch_conversation(
-                    db, self.caller.user_id, self.conversation_id, now
+                    db, self.caller.user_id, self.conversation_id, final.updated_at
                 )
-            self._final = final or self.assistant
+            self._final = final
             self._logger().info(
                 "reply_finished",
                 finish_reason=outcome.finish_reason,
@@ -411,6 +398,15 @@ class Replies:
         self._live: set[Reply] = set()
         self._tasks: set[asyncio.Future[Any]] = set()
         self._shutting_down = False
+        self.checkpoints = Checkpointer(
+            sessionmaker, settings.stream_checkpoint_seconds, self._progress
+        )
+
+    def _progress(self) -> Iterator[Progress]:
+        for reply in list(self._live):
+            progress = reply.progress()
+            if progress is not None:
+                yield progress
 
     @property
     def live_count(self) -> int:
@@ -435,11 +431,10 @@ class Replies:
             async with unit_of_work(self.sessionmaker) as db:
                 caller = await self._accounts.authenticate(db, credential)
                 await self._limits.check_reply_start(caller.user_id)
-                conversation = await repository.get_conversation(
-                    db, caller.user_id, conversation_id
-                )
-                if conversation is None:
+                found = await repository.conversation_for_reply(db, caller.user_id, conversation_id)
+                if found is None:
                     raise NotFound("Conversation not found")
+                conversation, in_progress_id, last_checkpoint = found
                 model = get_model(conversation.model)
                 provider = self._providers.get(model.provider)
                 if provider is None:
@@ -451,7 +446,8 @@ class Replies:
                 # Counted only now: tokenising 100,000 characters is the costliest step before
                 # the model, and must not be had by a caller who is unknown or refused.
                 content_tokens = await count_tokens_async(values.content)
-                await self._clear_stale_reply(db, conversation_id)
+                if in_progress_id is not None:
+                    await self._clear_stale_reply(db, in_progress_id, last_checkpoint)
                 request, input_tokens = await self._prompt(
                     db, conversation, model, values.content, content_tokens, max_tokens, temperature
                 )
@@ -487,30 +483,21 @@ class Replies:
             reset = day + timedelta(days=1)
             raise QuotaExceeded(reset_at=reset, retry_after=(reset - now).total_seconds())
 
-    async def _clear_stale_reply(self, db: AsyncSession, conversation_id: uuid.UUID) -> None:
+    async def _clear_stale_reply(
+        self, db: AsyncSession, message_id: uuid.UUID, last_checkpoint: datetime | None
+    ) -> None:
         """Refuse while a live reply streams; mark one left by a dead process `interrupted`."""
-        in_progress = (
-            await db.execute(
-                select(Message.id, Message.updated_at).where(
-                    Message.conversation_id == conversation_id,
-                    Message.role == "assistant",
-                    Message.finish_reason.is_(None),
-                )
-            )
-        ).first()
-        if in_progress is None:
-            return
         stale_after = timedelta(
             seconds=self.settings.stream_checkpoint_seconds * STALE_AFTER_CHECKPOINTS
         )
-        if utcnow() - in_progress.updated_at < stale_after:
+        if last_checkpoint is not None and utcnow() - last_checkpoint < stale_after:
             raise Conflict("A reply is already being generated in this conversation")
         await db.execute(
             update(Message)
-            .where(Message.id == in_progress.id, Message.finish_reason.is_(None))
+            .where(Message.id == message_id, Message.finish_reason.is_(None))
             .values(finish_reason="interrupted", updated_at=utcnow())
         )
-        logger.warning("stale_reply_interrupted", message_id=str(in_progress.id))
+        logger.warning("stale_reply_interrupted", message_id=str(message_id))
 
     async def _prompt(
         self,
@@ -576,9 +563,9 @@ class Replies:
         db.add_all([user_message, assistant])
         conversation.updated_at = later
         try:
-            async with db.begin_nested():
-                await db.flush()
+            await db.flush()
         except IntegrityError as error:  # another process started a reply a moment ago
+            # The transaction is spoiled; raising rolls the whole unit of work back.
             raise Conflict("A reply is already being generated in this conversation") from error
         return assistant
 
@@ -588,6 +575,7 @@ class Replies:
         for reply in list(self._live):
             reply.interrupt()
         await self._drain()
+        await self.checkpoints.stop()
 
     async def _drain(self) -> None:
         while self._live or self._tasks:

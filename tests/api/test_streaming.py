@@ -554,3 +554,27 @@ async def test_usage_rejects_an_inverted_range(api: Api) -> None:
         headers=user.headers,
     )
     assert response.status_code == 422
+
+
+async def test_a_silent_reply_stays_live_through_its_heartbeats(
+    api: Api, fake_groq: FakeGroq
+) -> None:
+    # Silent for many checkpoint intervals: unchanged text still refreshes its heartbeat, so a
+    # second request is a conflict, not a takeover of a reply judged dead.
+    user = await api.register()
+    conversation_id = await new_conversation(api, user)
+    fake_groq.enqueue(Scenario(tokens=["finally"], first_token_delay=6 * CHECKPOINT))
+    sse = transports(api.http, api.ws_url)["sse"]
+    started = asyncio.Event()
+
+    async def mark(event: dict[str, Any]) -> None:
+        started.set()
+
+    first = asyncio.create_task(sse.stream(user, conversation_id, "wait", on_event=mark))
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.sleep(4 * CHECKPOINT)  # past the three intervals that mark a reply stale
+    second = await sse.stream(user, conversation_id, "me too")
+    assert refusal_code(second) == (409, "conflict_error")
+    assert (await first).text == "finally"
+    rows = await settled(api, user, conversation_id)
+    assert [row["finish_reason"] for row in rows if row["role"] == "assistant"] == ["end_turn"]
