@@ -154,6 +154,7 @@ class Settings(BaseSettings):
     # --- streaming ---
     stream_checkpoint_seconds: float = Field(default=2.0, gt=0, le=60)
     stream_keepalive_seconds: float = Field(default=15.0, gt=0, le=15)
+    stream_coalesce_ms: float = Field(default=30.0, ge=0, le=1000)
     stream_max_seconds: float = Field(default=600.0, gt=0, le=3600)
     stream_max_output_chars: int = Field(default=400_000, ge=1_000, le=10_000_000)
 

@@ -61,6 +61,7 @@ from app.streaming.events import (
     MessageStop,
     StreamEvent,
 )
+from app.streaming.load import LoopLag
 from app.streaming.prompt import Turn, plan_prompt
 from app.usage.service import tokens_used_since
 
@@ -110,9 +111,13 @@ def _first_known(value: int | None, fallback: int) -> int:
 class _Pump:
     """Reads the upstream into a buffer in its own task; the consumer drains the buffer."""
 
-    def __init__(self, provider: ChatProvider, request: ChatRequest, settings: Settings) -> None:
+    def __init__(
+        self, provider: ChatProvider, request: ChatRequest, settings: Settings, lag: LoopLag
+    ) -> None:
         self._provider = provider
         self._request = request
+        self._lag = lag
+        self._coalesce = settings.stream_coalesce_ms / 1000
         self._max_chars = settings.stream_max_output_chars
         self._deadline = time.monotonic() + settings.stream_max_seconds
         self.parts: list[str] = []  # every text chunk received, in order
@@ -159,6 +164,10 @@ class _Pump:
                         break
                     if now > self._deadline:
                         raise ProviderError("The reply took too long", kind="timeout_error")
+                    if self._coalesce and self._lag.behind:
+                        # The process is falling behind: let chunks pile up in the socket buffer
+                        # so the next read carries many (one delta, one event) instead of one.
+                        await asyncio.sleep(self._coalesce)
                 self.request_id = stream.request_id
         except asyncio.CancelledError:
             self.error = asyncio.CancelledError()
@@ -236,9 +245,10 @@ class Reply:
         if self._closing is not None:  # stopped by a shutdown before anyone read it
             raise ServiceUnavailable()
         settings = self.replies.settings
-        pump = self._pump = _Pump(self.provider, self.request, settings)
+        pump = self._pump = _Pump(self.provider, self.request, settings, self.replies.load)
         pump.start()
         self.replies.checkpoints.ensure_running()
+        self.replies.load.ensure_running()
         try:
             yield MessageStart(message=self.assistant, input_tokens=self.input_tokens)
             while (text := await pump.next_text()) is not None:
@@ -401,6 +411,7 @@ class Replies:
         self.checkpoints = Checkpointer(
             sessionmaker, settings.stream_checkpoint_seconds, self._progress
         )
+        self.load = LoopLag()
 
     def _progress(self) -> Iterator[Progress]:
         for reply in list(self._live):
@@ -576,6 +587,7 @@ class Replies:
             reply.interrupt()
         await self._drain()
         await self.checkpoints.stop()
+        await self.load.stop()
 
     async def _drain(self) -> None:
         while self._live or self._tasks:

@@ -578,3 +578,42 @@ async def test_a_silent_reply_stays_live_through_its_heartbeats(
     assert (await first).text == "finally"
     rows = await settled(api, user, conversation_id)
     assert [row["finish_reason"] for row in rows if row["role"] == "assistant"] == ["end_turn"]
+
+
+# --- coalescing ----------------------------------------------------------------------------------
+
+
+async def _hog_the_event_loop(until: asyncio.Event) -> None:
+    """Keep the server's event loop busy, as a saturated server's would be."""
+    loop = asyncio.get_running_loop()
+    while not until.is_set():
+        end = loop.time() + 0.01
+        while loop.time() < end:  # CPU work, not sleep: nothing else runs meanwhile
+            pass
+        await asyncio.sleep(0)
+
+
+async def test_a_server_that_falls_behind_sends_fewer_larger_deltas_with_exact_text(
+    api: Api, fake_groq: FakeGroq, transport: Transport
+) -> None:
+    user = await api.register()
+    tokens = [f"<{i:03d}>" for i in range(300)]
+    calm_id, busy_id = await new_conversation(api, user), await new_conversation(api, user)
+    paced = Scenario(tokens=tokens, token_interval=0.002)  # 500 tokens a second, like Groq
+    fake_groq.enqueue(paced, paced)
+
+    calm = await transport.stream(user, calm_id, "go")
+    done = asyncio.Event()
+    hog = asyncio.create_task(_hog_the_event_loop(done))
+    try:
+        busy = await transport.stream(user, busy_id, "go")
+    finally:
+        done.set()
+        await hog
+
+    assert calm.text == busy.text == "".join(tokens)  # in order, nothing lost or repeated
+    # Keeping up, each chunk goes out as it lands; behind, what piled up goes out joined.
+    assert len(calm.deltas) > 100
+    assert len(busy.deltas) < len(calm.deltas) / 3, (len(busy.deltas), len(calm.deltas))
+    rows = await settled(api, user, busy_id)
+    assert rows[-1]["content"] == busy.text
