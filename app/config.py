@@ -116,7 +116,8 @@ class Settings(BaseSettings):
     graphql_max_depth: int = Field(default=10, ge=2, le=50)
     graphql_max_aliases: int = Field(default=30, ge=1, le=1000)
     graphql_max_tokens: int = Field(default=1000, ge=50, le=100_000)
-    ws_max_message_bytes: int = Field(default=256 * 1024, ge=4 * 1024, le=16 * 1024 * 1024)
+    # As large as MAX_REQUEST_BODY_BYTES: a 100,000-character message (emoji, escaped) is ~1.2 MB.
+    ws_max_message_bytes: int = Field(default=1536 * 1024, ge=4 * 1024, le=16 * 1024 * 1024)
     ws_compression: bool = False
     ws_init_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     ws_max_subscriptions: int = Field(default=10, ge=1, le=1000)
