@@ -6,6 +6,7 @@ it asks `get_settings()`, which is read once per process.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -197,14 +198,23 @@ class Settings(BaseSettings):
         # Browsers send origins normalised; CORS and the websocket check compare exact strings.
         return [normalize_origin(origin) for origin in value]
 
+    @field_validator("jwt_secret", "groq_api_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # `JWT_SECRET=` in a .env file means "not set", never "sign with an empty key".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @model_validator(mode="after")
     def _production_guards(self) -> Settings:
+        secret = self.jwt_secret.get_secret_value() if self.jwt_secret is not None else None
         if self.app_env == "production":
-            if self.jwt_secret is None:
+            if secret is None:
                 raise ValueError("JWT_SECRET is required when APP_ENV=production")
-            reason = is_weak_secret(self.jwt_secret.get_secret_value())
+            reason = is_weak_secret(secret)
             if reason:
                 raise ValueError(f"{reason} (APP_ENV=production refuses weak secrets)")
+        elif secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
         if self.resolved_llm_provider == "groq" and self.groq_api_key is None:
             raise ValueError("LLM_PROVIDER=groq needs GROQ_API_KEY")
         return self
@@ -212,6 +222,11 @@ class Settings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
+
+    @property
+    def stale_reply_after(self) -> timedelta:
+        """A reply in progress with no checkpoint for this long was left by a dead process."""
+        return timedelta(seconds=self.stream_checkpoint_seconds * 3)
 
     @property
     def resolved_llm_provider(self) -> Literal["groq", "echo"]:

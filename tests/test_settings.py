@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
+from app.auth.security import load_signing_secret
 from app.config import Settings
 
 STRONG = "k3P9-vQz7-LmX2-aT8w-Rb5n-Yc1d-Hs6j-Fg4e"
@@ -18,7 +20,8 @@ STRONG = "k3P9-vQz7-LmX2-aT8w-Rb5n-Yc1d-Hs6j-Fg4e"
     ("secret", "reason"),
     [
         (None, "JWT_SECRET is required"),
-        ("", "empty"),
+        ("", "JWT_SECRET is required"),
+        ("   ", "JWT_SECRET is required"),
         ("change-me", "placeholder"),
         ("change-me-to-a-long-random-string-0123456789", "placeholder"),
         ("short-but-random-9f8e", "at least 32 bytes"),
@@ -63,6 +66,20 @@ def test_the_server_refuses_to_start_and_names_the_problem_not_the_values(tmp_pa
     for secret in ("hunter2-db-password", "gsk_do_not_print_me", "change-me"):
         assert secret not in output
     assert "Traceback" not in output
+
+
+def test_every_environment_refuses_a_short_secret_and_treats_blank_as_unset(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValidationError, match="at least 32 bytes"):
+        Settings(_env_file=None, jwt_secret="short")  # type: ignore[call-arg]
+    blank = Settings(_env_file=None, jwt_secret="", data_dir=tmp_path)  # type: ignore[call-arg]
+    assert blank.jwt_secret is None
+    generated = load_signing_secret(blank)
+    assert len(generated) >= 32
+    assert load_signing_secret(blank) == generated  # generated once, then kept
+    assert (tmp_path / ".jwt_secret").stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == [".jwt_secret"]  # no temporary left behind
 
 
 def test_cors_origins_are_a_comma_separated_list_without_wildcards() -> None:

@@ -11,9 +11,11 @@ import asyncio
 import hashlib
 import os
 import secrets
+import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import bcrypt
@@ -21,7 +23,7 @@ import structlog
 from jose import jwt
 from jose.exceptions import JOSEError
 
-from app.config import Settings
+from app.config import MIN_SECRET_BYTES, Settings
 from app.errors import BadUserInput, Unauthenticated
 
 logger = structlog.get_logger(__name__)
@@ -172,17 +174,30 @@ def load_signing_secret(settings: Settings) -> str:
         raise RuntimeError("JWT_SECRET is required in production")
     path = settings.data_dir / ".jwt_secret"
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        # O_EXCL: when several workers start at once, exactly one writes the secret.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text(encoding="ascii").strip()
-    secret = secrets.token_urlsafe(48)
-    with os.fdopen(fd, "w", encoding="ascii") as handle:
-        handle.write(secret)
+    if not path.exists():
+        # Written whole to a private temporary file, then linked into place: when several
+        # workers start at once exactly one link succeeds, and nobody reads a half-written file.
+        secret = secrets.token_urlsafe(48)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".jwt_secret.")
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(secret)
+            os.chmod(temporary, 0o600)
+            os.link(temporary, path)
+            _log_generated(path)
+        except FileExistsError:
+            pass  # another worker won the race; its secret is the one
+        finally:
+            os.unlink(temporary)
+    secret = path.read_text(encoding="ascii").strip()
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise RuntimeError(f"{path} does not hold a usable secret: delete it or set JWT_SECRET")
+    return secret
+
+
+def _log_generated(path: Path) -> None:
     logger.warning(
         "jwt_secret_generated",
         path=str(path),
         hint="development only: set JWT_SECRET for anything shared; tokens die with this file",
     )
-    return secret
