@@ -220,9 +220,7 @@ async def rls_bypassed(connection: AsyncConnection) -> bool:
     return bool(row)
 
 
-def is_unique_violation(error: BaseException, constraint: str) -> bool:
-    """Whether an IntegrityError was raised by the named unique index (both dialects)."""
-    message = str(getattr(error, "orig", error))
-    return constraint in message or (
-        "UNIQUE constraint failed" in message and constraint.startswith("uq_")
-    )
+def is_unique_violation(error: BaseException) -> bool:
+    """Whether an IntegrityError is a unique violation (not a foreign key or check), on both
+    dialects: PostgreSQL says "violates unique constraint", SQLite "UNIQUE constraint failed"."""
+    return "unique constraint" in str(getattr(error, "orig", error)).lower()

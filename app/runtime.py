@@ -89,6 +89,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                     conversations=Conversations(
                         default_model=settings.resolved_default_model,
                         provider_available=providers.__contains__,
+                        stale_reply_after=settings.stale_reply_after,
                     ),
                     providers=providers,
                     replies=replies,

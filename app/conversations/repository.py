@@ -1,7 +1,9 @@
-"""Every query on conversations and messages. Callers pass the owner; no query here runs without it.
+"""Every query on conversations and messages.
 
-On PostgreSQL Row Level Security filters the same rows again; the explicit `user_id` conditions
-are the wall on SQLite and keep the plans on the `(user_id, ...)` indexes everywhere.
+Queries that find or list take the owner and filter by it: on SQLite those conditions are the
+only wall, and they keep the plans on the `(user_id, ...)` indexes everywhere. A few queries work
+on rows the caller already reached through an owner-filtered query (a message's content by id,
+finalising a reply): on PostgreSQL, Row Level Security filters them again.
 """
 
 from __future__ import annotations
@@ -28,23 +30,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.conversations.cursors import Position
 from app.conversations.models import Conversation, Message
+from app.db import utcnow
 
 
 async def get_conversation(
-    db: AsyncSession, user_id: uuid.UUID, conversation_id: uuid.UUID, *, for_update: bool = False
+    db: AsyncSession, user_id: uuid.UUID, conversation_id: uuid.UUID
 ) -> Conversation | None:
     query = select(Conversation).where(
         Conversation.id == conversation_id, Conversation.user_id == user_id
     )
-    if for_update:
-        query = query.with_for_update()
     return (await db.execute(query)).scalar_one_or_none()
 
 
 async def conversation_for_reply(
     db: AsyncSession, user_id: uuid.UUID, conversation_id: uuid.UUID
-) -> tuple[Conversation, uuid.UUID | None, datetime | None] | None:
-    """The conversation with its reply in progress, if any (id and last checkpoint): one query.
+) -> tuple[Conversation, datetime | None] | None:
+    """The conversation, and the last checkpoint of its reply in progress if any: one query.
 
     The partial unique index allows at most one in-progress reply, so the join adds no rows.
     """
@@ -54,12 +55,12 @@ async def conversation_for_reply(
         Message.finish_reason.is_(None),
     )
     query = (
-        select(Conversation, Message.id, Message.updated_at)
+        select(Conversation, Message.updated_at)
         .outerjoin(Message, in_progress)
         .where(Conversation.id == conversation_id, Conversation.user_id == user_id)
     )
     row = (await db.execute(query)).first()
-    return (row[0], row[1], row[2]) if row is not None else None
+    return (row[0], row[1]) if row is not None else None
 
 
 async def conversations_page(
@@ -170,6 +171,24 @@ async def touch_conversation(
         update(_CONVERSATIONS)
         .where(_CONVERSATIONS.c.id == conversation_id, _CONVERSATIONS.c.user_id == user_id)
         .values(updated_at=at)
+    )
+
+
+async def interrupt_stale_replies(
+    db: AsyncSession, user_id: uuid.UUID, conversation_ids: Sequence[uuid.UUID], before: datetime
+) -> None:
+    """Mark `interrupted` the replies in progress whose last checkpoint is older than `before`:
+    a process that died left them, and no reader should see them streaming forever."""
+    await db.execute(
+        update(_MESSAGES)
+        .where(
+            _MESSAGES.c.conversation_id.in_(conversation_ids),
+            _MESSAGES.c.user_id == user_id,
+            _MESSAGES.c.role == "assistant",
+            _MESSAGES.c.finish_reason.is_(None),
+            _MESSAGES.c.updated_at < before,
+        )
+        .values(finish_reason="interrupted", updated_at=utcnow())
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum, auto
 from typing import Generic, TypeVar
 
@@ -105,9 +105,24 @@ def _page(rows: Sequence[T], size: int, key: Callable[[T], tuple[datetime, uuid.
 
 
 class Conversations:
-    def __init__(self, *, default_model: str, provider_available: Callable[[str], bool]) -> None:
+    def __init__(
+        self,
+        *,
+        default_model: str,
+        provider_available: Callable[[str], bool],
+        stale_reply_after: timedelta,
+    ) -> None:
         self._default_model = default_model
         self._available = provider_available
+        self._stale_reply_after = stale_reply_after
+
+    async def _settle_dead_replies(
+        self, db: AsyncSession, caller: Caller, conversation_ids: Sequence[uuid.UUID]
+    ) -> None:
+        # A reply a dead process left streaming is marked `interrupted` when it is found, by the
+        # next reply in its conversation or by any reader: nobody sees it streaming forever.
+        before = utcnow() - self._stale_reply_after
+        await repository.interrupt_stale_replies(db, caller.user_id, conversation_ids, before)
 
     async def create(
         self,
@@ -190,6 +205,7 @@ class Conversations:
         size = page_size(first)
         position = decode_cursor(after) if after is not None else None
         await self.get(db, caller, conversation_id)
+        await self._settle_dead_replies(db, caller, [conversation_id])
         rows = await repository.messages_page(
             db, caller.user_id, conversation_id, size + 1, position
         )
@@ -200,6 +216,7 @@ class Conversations:
     ) -> dict[uuid.UUID, Page[Message]]:
         """First pages of several of the caller's conversations in one query (DataLoaders)."""
         size = page_size(first)
+        await self._settle_dead_replies(db, caller, conversation_ids)
         rows = await repository.first_messages(db, caller.user_id, conversation_ids, size + 1)
         return {
             cid: _page(messages, size, lambda m: (m.created_at, m.id))

@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,7 +37,7 @@ from app.auth.service import Accounts, Caller
 from app.config import Settings
 from app.conversations import repository
 from app.conversations.models import Conversation, Message
-from app.db import unit_of_work, utcnow
+from app.db import is_unique_violation, unit_of_work, utcnow
 from app.errors import (
     AppError,
     BadUserInput,
@@ -50,7 +49,7 @@ from app.errors import (
 )
 from app.llm.base import ChatMessage, ChatProvider, ChatRequest, Finish, ProviderError
 from app.llm.models import ModelInfo, get_model
-from app.llm.tokens import count_tokens, count_tokens_async
+from app.llm.tokens import count_tokens_async
 from app.ratelimit.service import Limits
 from app.ratelimit.slots import StreamSlot
 from app.streaming.checkpoints import Checkpointer, Progress
@@ -70,8 +69,6 @@ logger = structlog.get_logger(__name__)
 MAX_CONTENT = 100_000
 DEFAULT_MAX_TOKENS = 1024
 MAX_TEMPERATURE = 2.0
-# An in-progress reply whose checkpoints stopped this many intervals ago was left by a dead process.
-STALE_AFTER_CHECKPOINTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +93,7 @@ def _validate(values: ReplyInput, model: ModelInfo) -> tuple[int, float | None]:
         max_tokens = min(DEFAULT_MAX_TOKENS, model.max_output_tokens)
     elif not 1 <= max_tokens <= model.max_output_tokens:
         raise BadUserInput(
-            f"maxTokens must be between 1 and {model.max_output_tokens} for {model.id}"
+            f"maxTokens (max_tokens) must be between 1 and {model.max_output_tokens} for {model.id}"
         )
     temperature = values.temperature
     if temperature is not None and not 0.0 <= temperature <= MAX_TEMPERATURE:
@@ -275,7 +272,7 @@ class Reply:
             # Client gone, task cancelled, or an error above: finalise (no-op when already done).
             # A client that leaves after the model finished does not turn the reply into a
             # cancelled one: the text is complete.
-            await self.close(self._outcome_if_gone or "cancelled")
+            await self.close()
 
     def _upstream_error(self, error: BaseException) -> AppError:
         if isinstance(error, ProviderError):
@@ -327,13 +324,16 @@ class Reply:
         self._shutdown = True
         self.replies.track(asyncio.ensure_future(self.close("cancelled")))
 
-    async def close(self, outcome: _Outcome | str = "cancelled") -> Message:
+    async def close(self, outcome: _Outcome | str | None = None) -> Message:
         """Finalise the assistant message once; later calls return the same result.
 
+        Without an outcome: the model's own when it had finished (a client that leaves after
+        that does not turn a complete reply into a cancelled one), else `cancelled`.
         The work runs in its own task and is awaited through `shield`: when the caller is being
         cancelled (client gone, server stopping) the row is still written.
         """
         if self._closing is None:
+            outcome = outcome or self._outcome_if_gone or "cancelled"
             if isinstance(outcome, str):
                 outcome = _Outcome(outcome)
             self._closing = asyncio.ensure_future(self._finalise(outcome))
@@ -411,7 +411,7 @@ class Replies:
         self.checkpoints = Checkpointer(
             sessionmaker, settings.stream_checkpoint_seconds, self._progress
         )
-        self.load = LoopLag()
+        self.load = LoopLag(active=lambda: bool(self._live))
 
     def _progress(self) -> Iterator[Progress]:
         for reply in list(self._live):
@@ -445,20 +445,23 @@ class Replies:
                 found = await repository.conversation_for_reply(db, caller.user_id, conversation_id)
                 if found is None:
                     raise NotFound("Conversation not found")
-                conversation, in_progress_id, last_checkpoint = found
+                conversation, reply_in_progress_checkpoint = found
                 model = get_model(conversation.model)
                 provider = self._providers.get(model.provider)
                 if provider is None:
                     raise BadUserInput(f"Model {model.id} is not available on this server")
                 max_tokens, temperature = _validate(values, model)
                 await self._check_quota(db, caller)
-                # Refused past here only for a conflict, so the slot is given back below.
+                # Anything refused from here on (a conflict, a message too long for the context
+                # window) gives the slot back below.
                 slot = await self._limits.take_stream_slot(caller.user_id)
                 # Counted only now: tokenising 100,000 characters is the costliest step before
                 # the model, and must not be had by a caller who is unknown or refused.
                 content_tokens = await count_tokens_async(values.content)
-                if in_progress_id is not None:
-                    await self._clear_stale_reply(db, in_progress_id, last_checkpoint)
+                if reply_in_progress_checkpoint is not None:
+                    await self._clear_stale_reply(
+                        db, caller, conversation_id, reply_in_progress_checkpoint
+                    )
                 request, input_tokens = await self._prompt(
                     db, conversation, model, values.content, content_tokens, max_tokens, temperature
                 )
@@ -482,6 +485,8 @@ class Replies:
             slot=slot,
         )
         self._live.add(reply)
+        if self._shutting_down:  # shutdown began while this reply was starting: it missed it
+            reply.interrupt()
         return reply
 
     async def _check_quota(self, db: AsyncSession, caller: Caller) -> None:
@@ -495,20 +500,18 @@ class Replies:
             raise QuotaExceeded(reset_at=reset, retry_after=(reset - now).total_seconds())
 
     async def _clear_stale_reply(
-        self, db: AsyncSession, message_id: uuid.UUID, last_checkpoint: datetime | None
+        self,
+        db: AsyncSession,
+        caller: Caller,
+        conversation_id: uuid.UUID,
+        last_checkpoint: datetime,
     ) -> None:
         """Refuse while a live reply streams; mark one left by a dead process `interrupted`."""
-        stale_after = timedelta(
-            seconds=self.settings.stream_checkpoint_seconds * STALE_AFTER_CHECKPOINTS
-        )
-        if last_checkpoint is not None and utcnow() - last_checkpoint < stale_after:
+        before = utcnow() - self.settings.stale_reply_after
+        if last_checkpoint >= before:
             raise Conflict("A reply is already being generated in this conversation")
-        await db.execute(
-            update(Message)
-            .where(Message.id == message_id, Message.finish_reason.is_(None))
-            .values(finish_reason="interrupted", updated_at=utcnow())
-        )
-        logger.warning("stale_reply_interrupted", message_id=str(message_id))
+        await repository.interrupt_stale_replies(db, caller.user_id, [conversation_id], before)
+        logger.warning("stale_reply_interrupted", conversation_id=str(conversation_id))
 
     async def _prompt(
         self,
@@ -523,7 +526,7 @@ class Replies:
         system = conversation.system_prompt
         history = await repository.history_turns(db, conversation.id)
         plan = plan_prompt(
-            system_tokens=count_tokens(system) if system else None,
+            system_tokens=await count_tokens_async(system) if system else None,
             new_message_tokens=content_tokens,
             history_newest_first=[Turn(row.id, row.role, row.token_count) for row in history],
             context_window=model.context_window,
@@ -575,9 +578,11 @@ class Replies:
         conversation.updated_at = later
         try:
             await db.flush()
-        except IntegrityError as error:  # another process started a reply a moment ago
+        except IntegrityError as error:
             # The transaction is spoiled; raising rolls the whole unit of work back.
-            raise Conflict("A reply is already being generated in this conversation") from error
+            if is_unique_violation(error):  # another process started a reply a moment ago
+                raise Conflict("A reply is already being generated in this conversation") from error
+            raise NotFound("Conversation not found") from error  # deleted meanwhile
         return assistant
 
     async def shutdown(self) -> None:

@@ -369,9 +369,20 @@ async def test_a_reply_left_by_a_dead_process_is_interrupted(
     conversation_id = await new_conversation(api, user)
     fake_groq.enqueue(Scenario(tokens=["Half an ans"]), Scenario(tokens=["Whole"]))
     await transport.stream(user, conversation_id, "first")
-    # Make the finished reply look like one a crashed process left mid-stream long ago.
+    await _make_reply_look_abandoned(owner_engine, conversation_id)
+    result = await transport.stream(user, conversation_id, "second")
+    assert result.error is None and result.text == "Whole"
+    rows = await settled(api, user, conversation_id)
+    assert [row["finish_reason"] for row in rows if row["role"] == "assistant"] == [
+        "interrupted",
+        "end_turn",
+    ]
+
+
+async def _make_reply_look_abandoned(engine: AsyncEngine, conversation_id: str) -> None:
+    """Turn the conversation's finished reply into one a crashed process left mid-stream."""
     long_ago = datetime.now(UTC) - timedelta(minutes=5)
-    async with owner_engine.begin() as connection:
+    async with engine.begin() as connection:
         is_sqlite = connection.dialect.name == "sqlite"
         await connection.execute(
             text(
@@ -383,13 +394,27 @@ async def test_a_reply_left_by_a_dead_process_is_interrupted(
                 "c": conversation_id.replace("-", "") if is_sqlite else conversation_id,
             },
         )
-    result = await transport.stream(user, conversation_id, "second")
-    assert result.error is None and result.text == "Whole"
-    rows = await settled(api, user, conversation_id)
-    assert [row["finish_reason"] for row in rows if row["role"] == "assistant"] == [
-        "interrupted",
-        "end_turn",
-    ]
+
+
+async def test_readers_find_an_abandoned_reply_interrupted(
+    api: Api, fake_groq: FakeGroq, owner_engine: AsyncEngine
+) -> None:
+    user = await api.register()
+    rest_id, graphql_id = await new_conversation(api, user), await new_conversation(api, user)
+    fake_groq.enqueue(Scenario(tokens=["partial"]), Scenario(tokens=["partial"]))
+    sse = transports(api.http, api.ws_url)["sse"]
+    for conversation_id in (rest_id, graphql_id):
+        await sse.stream(user, conversation_id, "q")
+        await _make_reply_look_abandoned(owner_engine, conversation_id)
+    # No new reply: reading the conversation is enough to settle what a dead process left.
+    rows = await messages_of(api, user, rest_id)
+    assert rows[-1]["finish_reason"] == "interrupted"
+    assert rows[-1]["content"] == "partial"  # the last checkpoint is kept
+    query = """query ($id: ID!) { conversation(id: $id) {
+        messages(first: 10) { edges { node { role finishReason } } } } }"""
+    data = await api.gql(query, {"id": graphql_id}, user=user)
+    edges = data["conversation"]["messages"]["edges"]
+    assert [e["node"]["finishReason"] for e in edges] == [None, "interrupted"]
 
 
 async def test_another_users_conversation_is_not_found_and_the_model_is_not_called(
