@@ -22,6 +22,7 @@ from typing import Any
 from graphql import (
     ExecutionResult,
     GraphQLEnumType,
+    GraphQLError,
     GraphQLInterfaceType,
     GraphQLList,
     GraphQLNonNull,
@@ -71,6 +72,9 @@ class CompiledEventExecutor(StrawberryGraphQLCoreExecutionContext):
         type_name = _type_name(payload)
         if type_name is None:
             return None
+        manager = self.middleware_manager
+        if manager is not None and manager.middlewares:
+            return None  # field middleware (an extension's `resolve` hook) must see every field
         plans = self._plans
         if type_name not in plans:
             try:
@@ -82,8 +86,8 @@ class CompiledEventExecutor(StrawberryGraphQLCoreExecutionContext):
             return None
         try:
             return ExecutionResult(data=plan(payload), errors=None)
-        except (_NullInNonNull, AttributeError, TypeError, ValueError):
-            return None
+        except (_NullInNonNull, GraphQLError, AttributeError, TypeError, ValueError):
+            return None  # graphql-core reports it, with the path and locations
 
     # --- compiling ---
 

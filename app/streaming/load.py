@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 _PERIOD = 0.02
 _SMOOTHING = 0.3
 
 
 class LoopLag:
-    def __init__(self, *, enter_ms: float = 5.0, leave_ms: float = 1.0) -> None:
+    """Measures while `active()` says there is something to measure for (live replies)."""
+
+    def __init__(
+        self, active: Callable[[], bool], *, enter_ms: float = 5.0, leave_ms: float = 1.0
+    ) -> None:
+        self._active = active
         self._enter = enter_ms / 1000
         self._leave = leave_ms / 1000
         self.lag = 0.0  # smoothed seconds
@@ -38,7 +44,7 @@ class LoopLag:
 
     async def _measure(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while self._active():
             start = loop.time()
             await asyncio.sleep(_PERIOD)
             late = max(0.0, loop.time() - start - _PERIOD)
@@ -47,3 +53,4 @@ class LoopLag:
                 self.behind = False
             elif not self.behind and self.lag > self._enter:
                 self.behind = True
+        self.lag, self.behind = 0.0, False  # idle: the next reply starts the measuring again

@@ -134,11 +134,14 @@ class SSEReplyResponse(Response):
             pass
 
     async def _pings(self, send: Send) -> None:
+        # STREAM_KEEPALIVE_SECONDS is the longest silence a client may see; pinging a fifth
+        # early absorbs timer and scheduling delays.
         loop = asyncio.get_running_loop()
+        period = self._keepalive * 0.8
         while True:
             idle = loop.time() - self._last_write
-            if idle >= self._keepalive:
+            if idle >= period:
                 await send(_chunk(PING))
                 self._last_write = loop.time()
                 idle = 0.0
-            await asyncio.sleep(self._keepalive - idle)
+            await asyncio.sleep(period - idle)

@@ -34,14 +34,14 @@ class UsageSummaryType:
             input_tokens=summary.input_tokens,
             output_tokens=summary.output_tokens,
             total_tokens=summary.total_tokens,
-            estimated_cost_usd=round(summary.cost_usd, 10),
+            estimated_cost_usd=summary.estimated_cost_usd,
             by_model=[
                 ModelUsageType(
                     model=row.model,
                     requests=row.requests,
                     input_tokens=row.input_tokens,
                     output_tokens=row.output_tokens,
-                    estimated_cost_usd=round(row.cost_usd, 10),
+                    estimated_cost_usd=row.estimated_cost_usd,
                 )
                 for row in summary.by_model
             ],

@@ -29,6 +29,10 @@ class ModelUsage:
     output_tokens: int
     cost_usd: float
 
+    @property
+    def estimated_cost_usd(self) -> float:
+        return round(self.cost_usd, 10)  # sums of floats: no noise past a tenth of a nano-dollar
+
 
 @dataclass(slots=True)
 class UsageSummary:
@@ -41,6 +45,10 @@ class UsageSummary:
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    @property
+    def estimated_cost_usd(self) -> float:
+        return round(self.cost_usd, 10)
 
     def add(self, row: ModelUsage) -> None:
         self.requests += row.requests

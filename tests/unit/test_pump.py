@@ -19,7 +19,9 @@ REQUEST = ChatRequest(
 
 async def consume(delay: float) -> list[str]:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
-    pump = _Pump(EchoProvider(token_delay_seconds=0.001), REQUEST, settings, LoopLag())
+    pump = _Pump(
+        EchoProvider(token_delay_seconds=0.001), REQUEST, settings, LoopLag(active=lambda: False)
+    )
     pump.start()
     deltas = []
     while (text := await pump.next_text()) is not None:
