@@ -12,7 +12,6 @@ second for 1,000 silent subscriptions; this is one transaction a tick.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -25,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.conversations.models import Message
 from app.db import set_rls_user, unit_of_work, utcnow
+from app.streaming.background import BackgroundTask
 
 logger = structlog.get_logger(__name__)
 
@@ -49,19 +49,7 @@ class Checkpointer:
         self._sessionmaker = sessionmaker
         self._interval = interval
         self._progress = progress
-        self._task: asyncio.Task[None] | None = None
-
-    def ensure_running(self) -> None:
-        """Started with the first reply, in the running loop (never at import or construction)."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="reply-checkpoints")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self.task = BackgroundTask(self._run, "reply-checkpoints")
 
     async def _run(self) -> None:
         while True:

@@ -11,8 +11,9 @@ latency bounded by that cap. While keeping up, nothing waits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
+
+from app.streaming.background import BackgroundTask
 
 _PERIOD = 0.02
 _SMOOTHING = 0.3
@@ -29,18 +30,7 @@ class LoopLag:
         self._leave = leave_ms / 1000
         self.lag = 0.0  # smoothed seconds
         self.behind = False
-        self._task: asyncio.Task[None] | None = None
-
-    def ensure_running(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._measure(), name="loop-lag")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self.task = BackgroundTask(self._measure, "loop-lag")
 
     async def _measure(self) -> None:
         loop = asyncio.get_running_loop()

@@ -244,8 +244,8 @@ class Reply:
         settings = self.replies.settings
         pump = self._pump = _Pump(self.provider, self.request, settings, self.replies.load)
         pump.start()
-        self.replies.checkpoints.ensure_running()
-        self.replies.load.ensure_running()
+        self.replies.checkpoints.task.ensure_running()
+        self.replies.load.task.ensure_running()
         try:
             yield MessageStart(message=self.assistant, input_tokens=self.input_tokens)
             while (text := await pump.next_text()) is not None:
@@ -591,8 +591,8 @@ class Replies:
         for reply in list(self._live):
             reply.interrupt()
         await self._drain()
-        await self.checkpoints.stop()
-        await self.load.stop()
+        await self.checkpoints.task.stop()
+        await self.load.task.stop()
 
     async def _drain(self) -> None:
         while self._live or self._tasks:
