@@ -33,13 +33,15 @@ class TokenOut(BaseModel):
 
 
 class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: uuid.UUID
     email: str
     created_at: datetime
 
     @classmethod
     def of(cls, user: User) -> UserOut:
-        return cls(id=user.id, email=user.email, created_at=user.created_at)
+        return cls.model_validate(user)
 
 
 class ApiKeyIn(BaseModel):
@@ -49,6 +51,8 @@ class ApiKeyIn(BaseModel):
 
 
 class ApiKeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: uuid.UUID
     name: str
     prefix: str
@@ -58,14 +62,7 @@ class ApiKeyOut(BaseModel):
 
     @classmethod
     def of(cls, key: ApiKey) -> ApiKeyOut:
-        return cls(
-            id=key.id,
-            name=key.name,
-            prefix=key.prefix,
-            created_at=key.created_at,
-            last_used_at=key.last_used_at,
-            revoked_at=key.revoked_at,
-        )
+        return cls.model_validate(key)
 
 
 class ApiKeyCreatedOut(ApiKeyOut):

@@ -9,7 +9,7 @@ from strawberry.dataloader import DataLoader
 from strawberry.scalars import JSON
 
 from app.auth.service import Caller
-from app.conversations.models import Conversation, Message, public_metadata
+from app.conversations.models import Conversation, Message
 from app.conversations.service import (
     UNCHANGED,
     ConversationPatch,
@@ -54,7 +54,7 @@ class MessageType:
             finish_reason=message.finish_reason,
             latency_ms=message.latency_ms,
             model=message.model,
-            metadata=JSON(public_metadata(message)),
+            metadata=JSON(message.public_metadata),
             created_at=message.created_at,
         )
 

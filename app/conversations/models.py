@@ -85,12 +85,12 @@ class Message(Base):
     # process that died.
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-
-def public_metadata(message: Message) -> dict[str, Any]:
-    """A message's `metadata` as clients see it: the stored extras plus its usage columns."""
-    usage = {
-        "input_tokens": message.input_tokens,
-        "output_tokens": message.output_tokens,
-        "cost_usd": message.cost_usd,
-    }
-    return {**message.meta, **{key: value for key, value in usage.items() if value is not None}}
+    @property
+    def public_metadata(self) -> dict[str, Any]:
+        """`metadata` as clients see it: the stored extras plus the usage columns."""
+        usage = {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+        }
+        return {**self.meta, **{key: value for key, value in usage.items() if value is not None}}

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.auth.dependencies import CurrentCaller
-from app.conversations.models import Conversation, Message, public_metadata
+from app.conversations.models import Conversation, Message
 from app.conversations.service import MAX_PAGE, UNCHANGED, ConversationPatch
 from app.deps import DbSession, RuntimeDep
 
@@ -26,7 +26,10 @@ class ConversationIn(BaseModel):
     system_prompt: str | None = Field(default=None, max_length=_MAX_FIELD)
 
 
+# Read straight from the ORM objects (from_attributes): the fields are the columns' names.
 class ConversationOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: uuid.UUID
     title: str
     model: str
@@ -36,17 +39,12 @@ class ConversationOut(BaseModel):
 
     @classmethod
     def of(cls, conversation: Conversation) -> ConversationOut:
-        return cls(
-            id=conversation.id,
-            title=conversation.title,
-            model=conversation.model,
-            system_prompt=conversation.system_prompt,
-            created_at=conversation.created_at,
-            updated_at=conversation.updated_at,
-        )
+        return cls.model_validate(conversation)
 
 
 class MessageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: uuid.UUID
     conversation_id: uuid.UUID
     role: str
@@ -55,23 +53,12 @@ class MessageOut(BaseModel):
     finish_reason: str | None
     latency_ms: int | None
     model: str | None
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] = Field(validation_alias="public_metadata")
     created_at: datetime
 
     @classmethod
     def of(cls, message: Message) -> MessageOut:
-        return cls(
-            id=message.id,
-            conversation_id=message.conversation_id,
-            role=message.role,
-            content=message.content,
-            token_count=message.token_count,
-            finish_reason=message.finish_reason,
-            latency_ms=message.latency_ms,
-            model=message.model,
-            metadata=public_metadata(message),
-            created_at=message.created_at,
-        )
+        return cls.model_validate(message)
 
 
 class ConversationList(BaseModel):
