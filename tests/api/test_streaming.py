@@ -35,26 +35,15 @@ def transport(request: pytest.FixtureRequest, api: Api) -> Transport:
     return transports(api.http, api.ws_url)[request.param]
 
 
-async def messages_of(api: Api, user: User, conversation_id: str) -> list[dict[str, Any]]:
-    response = await api.http.get(
-        f"/api/v1/conversations/{conversation_id}/messages",
-        params={"limit": 100},
-        headers=user.headers,
-    )
-    assert response.status_code == 200, response.text
-    rows: list[dict[str, Any]] = response.json()["data"]
-    return rows
-
-
 async def settled(api: Api, user: User, conversation_id: str) -> list[dict[str, Any]]:
     """The conversation's messages once no reply is in progress (every fault case ends so)."""
 
     async def no_reply_in_progress() -> bool:
-        rows = await messages_of(api, user, conversation_id)
+        rows = await api.messages(user, conversation_id)
         return all(row["finish_reason"] is not None for row in rows if row["role"] == "assistant")
 
     await wait_until(no_reply_in_progress, timeout=5)
-    return await messages_of(api, user, conversation_id)
+    return await api.messages(user, conversation_id)
 
 
 def assert_well_formed(result: StreamResult, *, complete: bool = True) -> None:
@@ -407,7 +396,7 @@ async def test_readers_find_an_abandoned_reply_interrupted(
         await sse.stream(user, conversation_id, "q")
         await _make_reply_look_abandoned(owner_engine, conversation_id)
     # No new reply: reading the conversation is enough to settle what a dead process left.
-    rows = await messages_of(api, user, rest_id)
+    rows = await api.messages(user, rest_id)
     assert rows[-1]["finish_reason"] == "interrupted"
     assert rows[-1]["content"] == "partial"  # the last checkpoint is kept
     query = """query ($id: ID!) { conversation(id: $id) {
@@ -426,7 +415,7 @@ async def test_another_users_conversation_is_not_found_and_the_model_is_not_call
     result = await transport.stream(mallory, conversation_id, "let me in")
     assert refusal_code(result) in {(404, "not_found_error"), ("NOT_FOUND",)}
     assert len(fake_groq.requests) == before
-    assert await messages_of(api, alice, conversation_id) == []
+    assert await api.messages(alice, conversation_id) == []
 
 
 INVALID = {
@@ -450,7 +439,7 @@ async def test_invalid_input_is_refused_before_anything_is_stored(
     result = await transport.stream(user, conversation_id, **values)
     assert refusal_code(result) in {(422, "invalid_request_error"), ("BAD_USER_INPUT",)}
     assert len(fake_groq.requests) == before
-    assert await messages_of(api, user, conversation_id) == []
+    assert await api.messages(user, conversation_id) == []
 
 
 async def test_unauthenticated_stream_is_refused(api: Api, fake_groq: FakeGroq) -> None:
@@ -477,7 +466,7 @@ async def test_the_reply_in_progress_is_visible_and_checkpointed(
     seen: list[dict[str, Any]] = []
 
     async def checkpointed() -> bool:
-        rows = await messages_of(api, user, conversation_id)
+        rows = await api.messages(user, conversation_id)
         if len(rows) < 2:
             return False
         seen.append(rows[-1])

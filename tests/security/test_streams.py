@@ -45,17 +45,6 @@ async def conversation(api: Api, user: User) -> str:
     return str((await api.create_conversation(user))["id"])
 
 
-async def messages_of(api: Api, user: User, conversation_id: str) -> list[dict[str, Any]]:
-    response = await api.http.get(
-        f"/api/v1/conversations/{conversation_id}/messages",
-        params={"limit": 100},
-        headers=user.headers,
-    )
-    assert response.status_code == 200, response.text
-    rows: list[dict[str, Any]] = response.json()["data"]
-    return rows
-
-
 async def hold(transport: Transport, user: User, conversation_id: str) -> asyncio.Task[Any]:
     """A stream that has started (a delta arrived) and stays open until the task is cancelled."""
     started = asyncio.Event()
@@ -82,7 +71,7 @@ async def leave(*streams: asyncio.Task[Any]) -> None:
 async def settled(api: Api, user: User, *conversation_ids: str) -> None:
     async def no_reply_in_progress() -> bool:
         for conversation_id in conversation_ids:
-            rows = await messages_of(api, user, conversation_id)
+            rows = await api.messages(user, conversation_id)
             if any(r["finish_reason"] is None for r in rows if r["role"] == "assistant"):
                 return False
         return True
@@ -126,7 +115,7 @@ async def test_a_third_concurrent_stream_is_refused_before_the_model_and_a_disco
         result = await over(api, protocol).stream(user, third, "a third")
         assert_graphql_refused(result, "RATE_LIMITED")
     assert len(fake_groq.requests) == calls  # the model was never asked
-    assert await messages_of(api, user, third) == []  # and nothing was stored
+    assert await api.messages(user, third) == []  # and nothing was stored
 
     # Someone else's replies are not held up by this user's.
     bystander = await api.register()
@@ -137,7 +126,7 @@ async def test_a_third_concurrent_stream_is_refused_before_the_model_and_a_disco
     # The first client goes away mid-stream: its reply ends `cancelled` and its slot is free.
     await leave(streams[0])
     await settled(api, user, first)
-    assert (await messages_of(api, user, first))[-1]["finish_reason"] == "cancelled"
+    assert (await api.messages(user, first))[-1]["finish_reason"] == "cancelled"
     for _ in range(20):  # the slot is given back just after the row is final
         result = await over(api, "sse").stream(user, third, "now there is room")
         if result.error is None:
@@ -187,7 +176,7 @@ async def test_reply_starts_are_rate_limited_per_user(api: Api, fake_groq: FakeG
         await over(api, "graphql-ws").stream(user, last, "one more"), "RATE_LIMITED"
     )
     assert len(fake_groq.requests) == calls
-    assert await messages_of(api, user, last) == []
+    assert await api.messages(user, last) == []
 
 
 async def test_an_exhausted_daily_budget_is_quota_exceeded_before_the_model(
@@ -211,7 +200,7 @@ async def test_an_exhausted_daily_budget_is_quota_exceeded_before_the_model(
     assert reset == midnight + timedelta(days=1)
     assert extensions["retryAfter"] <= 24 * 3600
     assert len(fake_groq.requests) == calls
-    assert len(await messages_of(api, user, conversation_id)) == 2  # the first turn only
+    assert len(await api.messages(user, conversation_id)) == 2  # the first turn only
 
 
 async def test_an_oversized_message_is_bad_input_and_stores_nothing(
@@ -231,7 +220,7 @@ async def test_an_oversized_message_is_bad_input_and_stores_nothing(
         assert result.error["code"] == "BAD_USER_INPUT", result.error
         assert "100000 characters" in result.error["errors"][0]["message"]
     assert len(fake_groq.requests) == calls
-    assert await messages_of(api, user, conversation_id) == []
+    assert await api.messages(user, conversation_id) == []
 
     # The limit itself is allowed, and reaches the model intact.
     exactly = "y" * 100_000

@@ -103,6 +103,17 @@ class Api:
         error: dict[str, Any] = body["errors"][0]
         return error
 
+    async def messages(self, user: User, conversation_id: str) -> list[dict[str, Any]]:
+        """The conversation's messages over REST, oldest first (up to 100)."""
+        response = await self.http.get(
+            f"/api/v1/conversations/{conversation_id}/messages",
+            params={"limit": 100},
+            headers=user.headers,
+        )
+        assert response.status_code == 200, response.text
+        rows: list[dict[str, Any]] = response.json()["data"]
+        return rows
+
     async def create_conversation(self, user: User, **fields: Any) -> dict[str, Any]:
         response = await self.http.post("/api/v1/conversations", json=fields, headers=user.headers)
         assert response.status_code == 201, response.text
