@@ -206,6 +206,7 @@ class _Outcome:
     finish_reason: str
     output_tokens: int | None = None
     input_tokens: int | None = None
+    text_tokens: int | None = None  # tiktoken's count of the finished text, when already made
 
 
 @dataclass(eq=False)
@@ -224,7 +225,6 @@ class Reply:
     slot: StreamSlot  # one of the user's concurrent streams, given back when the reply closes
     _pump: _Pump | None = None
     _saved_parts: int = 0  # how many of the pump's parts the last checkpoint holds
-    _final: Message | None = None
     _closing: asyncio.Future[Message] | None = None
     _outcome_if_gone: _Outcome | None = None  # the real outcome, once the upstream has finished
     _shutdown: bool = False
@@ -286,7 +286,9 @@ class Reply:
                 finish.stop_reason, finish.usage.output_tokens, finish.usage.input_tokens
             )
         assert self._pump is not None
-        return _Outcome(finish.stop_reason, await count_tokens_async(self._pump.text()))
+        # No usage from the provider: count the text once, for message_delta and for the row.
+        tokens = await count_tokens_async(self._pump.text())
+        return _Outcome(finish.stop_reason, output_tokens=tokens, text_tokens=tokens)
 
     def _latency_ms(self) -> int:
         end = self._pump.last_token_at if self._pump and self._pump.last_token_at else None
@@ -346,7 +348,9 @@ class Reply:
             await pump.stop()
         try:
             text = pump.text() if pump else ""
-            token_count = await count_tokens_async(text)
+            token_count = outcome.text_tokens
+            if token_count is None:
+                token_count = await count_tokens_async(text)
             output_tokens = _first_known(outcome.output_tokens, token_count)
             input_tokens = _first_known(outcome.input_tokens, self.input_tokens)
             ttft = None
@@ -375,14 +379,13 @@ class Reply:
                 await repository.touch_conversation(
                     db, self.caller.user_id, self.conversation_id, final.updated_at
                 )
-            self._final = final
             self._logger().info(
                 "reply_finished",
                 finish_reason=outcome.finish_reason,
                 output_tokens=output_tokens,
                 latency_ms=self._latency_ms(),
             )
-            return self._final
+            return final
         finally:
             self.replies.forget(self)
             await self.slot.release()
