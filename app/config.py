@@ -200,8 +200,8 @@ class Settings(BaseSettings):
     # the legacy shared HS256 secret (projects not yet on asymmetric signing keys).
     supabase_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
     supabase_jwt_secret: SecretStr | None = None
-    # Longest wait for the issuer's JWKS; the JWKS is fetched at most once per refresh interval
-    # (when its Cache-Control expires, for a `kid` not seen yet, or after a failure).
+    # Longest wait for the issuer's JWKS; how often it may be fetched again for a `kid` it did
+    # not have, and how long a failed fetch is not retried (app/auth/jwks.py).
     auth_jwks_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
     auth_jwks_min_refresh_seconds: float = Field(default=60.0, ge=1, le=3600)
     # Link the first external sign-in to a local account with the same email, when the issuer

@@ -12,8 +12,8 @@ characters), the accounts are never merged and none is deleted:
   email); its data, its API keys and its unexpired tokens are untouched. An operator resolves it
   (docs/security.md, "Email addresses").
 
-Also lets the application role rehash a password at log-in (UPDATE on `password_hash`), and
-replaces the case-insensitive unique index with a unique index on the stored form.
+Also replaces the case-insensitive unique index with a unique index on the stored form, for
+password accounts (accounts of an external issuer, migration 0011, carry an email for display).
 
 Revision ID: 0010
 Revises: 0001
@@ -28,7 +28,7 @@ import unicodedata
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import context, op
+from alembic import op
 
 revision: str = "0010"
 down_revision: str | None = "0001"
@@ -101,7 +101,6 @@ def upgrade() -> None:
             "CREATE POLICY users_login ON users FOR SELECT "
             "USING (email = NULLIF(current_setting('app.login_email', true), ''))"
         )
-        _grant(f"GRANT UPDATE (password_hash) ON users TO \"{_app_role()}\"")
 
 
 def _normalise_existing_emails() -> None:
@@ -149,33 +148,10 @@ def _normalise_existing_emails() -> None:
         )
 
 
-def _app_role() -> str:
-    role = str(context.config.attributes.get("app_role") or "conversation_app")
-    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", role):
-        raise ValueError(f"invalid DATABASE_APP_ROLE {role!r}")
-    return role
-
-
-def _grant(statement: str) -> None:
-    role = _app_role()
-    op.execute(
-        f"""
-        DO $$
-        BEGIN
-          IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
-            {statement};
-          END IF;
-        END
-        $$
-        """
-    )
-
-
 def downgrade() -> None:
     # Emails stay in their normalised form: the original spellings are not kept.
     postgres = op.get_bind().dialect.name == "postgresql"
     if postgres:
-        _grant(f"REVOKE UPDATE (password_hash) ON users FROM \"{_app_role()}\"")
         op.execute("DROP POLICY users_login ON users")
         op.execute(
             "CREATE POLICY users_login ON users FOR SELECT "

@@ -6,7 +6,8 @@ finds it. A password account may also carry an identity (linked; see AUTH_LINK_V
 
 On PostgreSQL a narrow read-only policy lets authentication find the user of the identity a
 verified token names (`app.identity_issuer`, `app.identity_subject`), and the application role
-may set a user's identity and, for accounts without a password, its email.
+may update a user's `password_hash` (rehashed at log-in when BCRYPT_ROUNDS changed), its
+identity (linking) and its email (an external user's, kept as the issuer says).
 
 SQLite cannot drop a NOT NULL constraint with ALTER TABLE, and rebuilding `users` would cascade
 deletes into every table that references it (foreign keys are on, and cannot be turned off
@@ -34,6 +35,8 @@ depends_on: str | Sequence[str] | None = None
 
 _NOT_NULL = "password_hash VARCHAR(100) NOT NULL"
 _NULLABLE = "password_hash VARCHAR(100)"
+# What the application role may change in `users`: rehashing, linking, an external user's email.
+_UPDATABLE = "password_hash, email, identity_issuer, identity_subject"
 
 
 def upgrade() -> None:
@@ -58,7 +61,7 @@ def upgrade() -> None:
         "identity_issuer = NULLIF(current_setting('app.identity_issuer', true), '') AND "
         "identity_subject = NULLIF(current_setting('app.identity_subject', true), ''))"
     )
-    _grant(f'GRANT UPDATE (email, identity_issuer, identity_subject) ON users TO "{_app_role()}"')
+    _grant(f'GRANT UPDATE ({_UPDATABLE}) ON users TO "{_app_role()}"')
 
 
 def _edit_sqlite_users_schema(old: str, new: str) -> None:
@@ -116,9 +119,7 @@ def downgrade() -> None:
             "this revision"
         )
     if postgres:
-        _grant(
-            f'REVOKE UPDATE (email, identity_issuer, identity_subject) ON users FROM "{_app_role()}"'
-        )
+        _grant(f'REVOKE UPDATE ({_UPDATABLE}) ON users FROM "{_app_role()}"')
         op.execute("DROP POLICY users_identity ON users")
         op.drop_constraint("credential", "users", type_="check")
         op.drop_constraint("identity_pair", "users", type_="check")

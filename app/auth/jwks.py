@@ -104,19 +104,24 @@ class JwksCache:
         if known is not None and fresh:
             return known
         if self._fetching is None:
-            if self._failed_at is not None and now - self._failed_at < self._min_refresh:
-                return known  # the issuer failed a moment ago: the keys we have, stale or not
-            if fresh:  # a kid the current set does not have: a rotation, or a made-up kid
-                if self._unknown_kid_at is not None and now - self._unknown_kid_at < (
-                    self._min_refresh
-                ):
-                    return None
-                self._unknown_kid_at = now
+            if not self._may_fetch(now, unknown_kid=fresh):
+                return known  # stale, or None
             self._fetching = asyncio.create_task(self._fetch(), name="jwks-fetch")
             self._fetching.add_done_callback(self._fetched)
         # Shielded: a caller that gives up (its client left) does not cancel the others' fetch.
         await asyncio.shield(self._fetching)
         return self._keys.get(kid)
+
+    def _may_fetch(self, now: float, *, unknown_kid: bool) -> bool:
+        """Nothing for MIN_REFRESH after a failure; for a kid that a fresh set does not have
+        (a rotation, or a made-up kid), once per MIN_REFRESH."""
+        if self._failed_at is not None and now - self._failed_at < self._min_refresh:
+            return False
+        if unknown_kid:
+            if self._unknown_kid_at is not None and now - self._unknown_kid_at < self._min_refresh:
+                return False
+            self._unknown_kid_at = now
+        return True
 
     def _fetched(self, task: asyncio.Task[None]) -> None:
         self._fetching = None

@@ -173,8 +173,8 @@ class Conversations:
     async def update(
         self, db: AsyncSession, caller: Caller, conversation_id: uuid.UUID, patch: ConversationPatch
     ) -> Conversation:
-        # Validate everything before touching the row: bad input changes nothing.
         await self._limits.check_write(caller.user_id)
+        # Validate everything before touching the row: bad input changes nothing.
         if patch.title is None or patch.model is None:
             raise BadUserInput("title and model cannot be null; leave a field out to keep it")
         changes: dict[str, str | None] = {}

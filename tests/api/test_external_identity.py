@@ -110,6 +110,20 @@ async def test_the_first_token_provisions_a_user_keyed_by_issuer_and_subject(
     )
 
 
+async def test_concurrent_first_requests_provision_one_user(
+    api: Api, issuer: FakeIssuer, owner_engine: AsyncEngine
+) -> None:
+    sub = str(uuid.uuid4())
+    tokens = [issuer.mint(sub=sub) for _ in range(8)]
+    seen = await asyncio.gather(*(me(api, token) for token in tokens))
+    assert len({user["id"] for user in seen}) == 1
+    async with owner_engine.connect() as connection:
+        count = await connection.scalar(
+            text("SELECT count(*) FROM users WHERE identity_subject = :sub"), {"sub": sub}
+        )
+    assert count == 1
+
+
 async def test_an_email_claim_never_identifies_a_user(api: Api, issuer: FakeIssuer) -> None:
     email = unique_email("shared")
     local = await api.register(email=email)
