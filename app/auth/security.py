@@ -91,7 +91,7 @@ class PasswordHasher:
     def needs_rehash(self, password_hash: str) -> bool:
         return bcrypt_cost(password_hash) != self.rounds
 
-    def checks_for(self, password_hash: str | None) -> tuple[bytes | None, list[bytes]]:
+    def _checks_for(self, password_hash: str | None) -> tuple[bytes | None, list[bytes]]:
         """The hash to check the password against (None: no account) and the dummy hashes to
         check after it, so that the whole costs one check at BCRYPT_ROUNDS."""
         if password_hash is None:
@@ -104,7 +104,7 @@ class PasswordHasher:
 
     async def verify(self, password: bytes, password_hash: str | None) -> bool:
         """Check `password` against `password_hash` (None: unknown account, always False)."""
-        stored, padding = self.checks_for(password_hash)
+        stored, padding = self._checks_for(password_hash)
         return await asyncio.to_thread(_check, password, stored, padding)
 
 
