@@ -6,6 +6,7 @@ it asks `get_settings()`, which is read once per process.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
@@ -98,6 +99,14 @@ def _check_rate(value: str) -> str:
 RateSpec = Annotated[str, AfterValidator(_check_rate)]
 
 
+@dataclass(frozen=True, slots=True)
+class ExternalIssuerSettings:
+    issuer: str
+    audience: str
+    jwks_url: str | None
+    hs256_secret: SecretStr | None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
@@ -178,6 +187,27 @@ class Settings(BaseSettings):
     # character escaped as a surrogate pair); 1.5 MiB leaves room for the rest of the request.
     max_request_body_bytes: int = Field(default=1536 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
 
+    # --- accounts and identity (app/auth; docs/security.md, README "Using Supabase Auth") ---
+    # Writes a user may make: conversations created, changed, deleted; API keys created. Each
+    # aliased mutation in one GraphQL document counts as one write.
+    write_rate_limit_per_user: RateSpec = "60/minute;1000/hour"
+    user_max_conversations: int = Field(default=10_000, ge=1, le=10_000_000)
+    # An external OIDC issuer whose access tokens are accepted beside ours.
+    auth_jwks_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    auth_issuer: str | None = Field(default=None, min_length=1, max_length=512)
+    auth_audience: str | None = Field(default=None, min_length=1, max_length=512)
+    # Supabase: SUPABASE_URL alone means its JWKS, issuer and audience; SUPABASE_JWT_SECRET adds
+    # the legacy shared HS256 secret (projects not yet on asymmetric signing keys).
+    supabase_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
+    supabase_jwt_secret: SecretStr | None = None
+    # Longest wait for the issuer's JWKS; how often it may be fetched again for a `kid` it did
+    # not have, and how long a failed fetch is not retried (app/auth/jwks.py).
+    auth_jwks_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+    auth_jwks_min_refresh_seconds: float = Field(default=60.0, ge=1, le=3600)
+    # Link the first external sign-in to a local account with the same email, when the issuer
+    # says in a top-level `email_verified: true` claim that the address is verified.
+    auth_link_verified_email: bool = False
+
     # --- shared state ---
     redis_url: str | None = None
     # Every Redis key starts with this, so deployments (and test runs) can share one server.
@@ -198,7 +228,7 @@ class Settings(BaseSettings):
         # Browsers send origins normalised; CORS and the websocket check compare exact strings.
         return [normalize_origin(origin) for origin in value]
 
-    @field_validator("jwt_secret", "groq_api_key", mode="before")
+    @field_validator("jwt_secret", "groq_api_key", "supabase_jwt_secret", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # `JWT_SECRET=` in a .env file means "not set", never "sign with an empty key".
@@ -217,7 +247,41 @@ class Settings(BaseSettings):
             raise ValueError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
         if self.resolved_llm_provider == "groq" and self.groq_api_key is None:
             raise ValueError("LLM_PROVIDER=groq needs GROQ_API_KEY")
+        self._check_external_issuer()
         return self
+
+    def _check_external_issuer(self) -> None:
+        issuer = self.external_issuer
+        if issuer is None:
+            if self.auth_jwks_url or self.auth_issuer or self.auth_audience:
+                raise ValueError(
+                    "AUTH_JWKS_URL, AUTH_ISSUER and AUTH_AUDIENCE go together (or set SUPABASE_URL)"
+                )
+            if self.supabase_jwt_secret is not None:
+                raise ValueError("SUPABASE_JWT_SECRET needs SUPABASE_URL (or AUTH_ISSUER)")
+            return
+        if issuer.issuer == self.jwt_issuer:
+            raise ValueError("AUTH_ISSUER must differ from JWT_ISSUER (our own tokens' issuer)")
+        secret = issuer.hs256_secret
+        if secret is not None and len(secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"SUPABASE_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+        if self.is_production and issuer.jwks_url and not issuer.jwks_url.startswith("https://"):
+            raise ValueError("AUTH_JWKS_URL must be https:// when APP_ENV=production")
+
+    @property
+    def external_issuer(self) -> ExternalIssuerSettings | None:
+        """The external issuer whose tokens are accepted, from AUTH_* and SUPABASE_* (AUTH_*
+        win where both are set), or None when none is configured completely."""
+        base = self.supabase_url.rstrip("/") if self.supabase_url else None
+        jwks_url = self.auth_jwks_url or (f"{base}/auth/v1/.well-known/jwks.json" if base else None)
+        issuer = self.auth_issuer or (f"{base}/auth/v1" if base else None)
+        audience = self.auth_audience or ("authenticated" if base else None)
+        secret = self.supabase_jwt_secret
+        if issuer is None or audience is None or (jwks_url is None and secret is None):
+            return None
+        return ExternalIssuerSettings(
+            issuer=issuer, audience=audience, jwks_url=jwks_url, hs256_secret=secret
+        )
 
     @property
     def is_production(self) -> bool:

@@ -10,13 +10,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
-from app.auth.security import PasswordHasher, TokenCodec, load_signing_secret
 from app.auth.service import Accounts
 from app.config import Settings
 from app.conversations.service import Conversations
@@ -61,16 +59,7 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     providers = build_providers(settings)
     try:
         async with build_limits(settings) as limits:
-            accounts = Accounts(
-                PasswordHasher(settings.bcrypt_rounds),
-                TokenCodec(
-                    load_signing_secret(settings),
-                    issuer=settings.jwt_issuer,
-                    audience=settings.jwt_audience,
-                    lifetime=timedelta(minutes=settings.access_token_expire_minutes),
-                ),
-                limits,
-            )
+            accounts = Accounts.from_settings(settings, limits)
             await _warn_if_rls_is_bypassed(engine)
             sessionmaker = create_sessionmaker(engine)
             replies = Replies(
@@ -90,6 +79,8 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                         default_model=settings.resolved_default_model,
                         provider_available=providers.__contains__,
                         stale_reply_after=settings.stale_reply_after,
+                        limits=limits,
+                        max_per_user=settings.user_max_conversations,
                     ),
                     providers=providers,
                     replies=replies,

@@ -238,6 +238,7 @@ def base_settings(
         "register_rate_limit_per_ip": "100000/minute",
         "register_rate_limit_per_email": "100000/minute",
         "reply_rate_limit_per_user": "100000/minute",
+        "write_rate_limit_per_user": "100000/minute",
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

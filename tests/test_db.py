@@ -27,12 +27,12 @@ async def test_unique_violations_are_told_apart_from_foreign_key_violations(
     async with owner_engine.begin() as connection:
         await connection.execute(insert_user, {"id": uid(), "email": "dup@example.test"})
 
-    async def same_email_in_capitals() -> None:
+    async def same_email_again() -> None:
         async with owner_engine.begin() as connection:
-            await connection.execute(insert_user, {"id": uid(), "email": "DUP@example.test"})
+            await connection.execute(insert_user, {"id": uid(), "email": "dup@example.test"})
 
     with pytest.raises(IntegrityError) as duplicate:
-        await same_email_in_capitals()
+        await same_email_again()
     assert is_unique_violation(duplicate.value)
 
     async def key_of_nobody() -> None:

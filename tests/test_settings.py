@@ -101,3 +101,52 @@ def test_env_example_lists_every_setting() -> None:
     expected = {name.upper() for name in Settings.model_fields}
     assert expected - listed == set(), "add these to .env.example"
     assert listed - expected == set(), "these are not settings"
+
+
+def test_supabase_url_alone_configures_jwks_issuer_and_audience() -> None:
+    settings = Settings(_env_file=None, supabase_url="https://abc.supabase.co/")  # type: ignore[call-arg]
+    issuer = settings.external_issuer
+    assert issuer is not None
+    assert issuer.jwks_url == "https://abc.supabase.co/auth/v1/.well-known/jwks.json"
+    assert issuer.issuer == "https://abc.supabase.co/auth/v1"
+    assert issuer.audience == "authenticated"
+    assert issuer.hs256_secret is None
+    legacy = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        supabase_url="https://abc.supabase.co",
+        supabase_jwt_secret="super-secret-jwt-token-with-at-least-32-characters-long",
+        auth_audience="my-api",
+    )
+    assert legacy.external_issuer is not None
+    assert legacy.external_issuer.audience == "my-api"  # AUTH_* win over the shortcut
+    assert legacy.external_issuer.hs256_secret is not None
+    assert Settings(_env_file=None).external_issuer is None  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"auth_jwks_url": "https://idp.example/jwks"}, "go together"),
+        ({"auth_issuer": "https://idp.example/", "auth_audience": "api"}, "go together"),
+        ({"supabase_jwt_secret": "x" * 40}, "SUPABASE_JWT_SECRET needs SUPABASE_URL"),
+        ({"supabase_url": "https://a.supabase.co", "supabase_jwt_secret": "short"}, "32 bytes"),
+        (
+            {"auth_jwks_url": "https://i", "auth_issuer": "conversation-api", "auth_audience": "x"},
+            "must differ from JWT_ISSUER",
+        ),
+        (
+            {
+                "app_env": "production",
+                "jwt_secret": STRONG,
+                "supabase_url": "http://abc.supabase.co",
+            },
+            "https",
+        ),
+        ({"supabase_url": "not a url"}, "supabase_url"),
+    ],
+)
+def test_incomplete_or_unsafe_issuer_settings_are_refused(
+    values: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(_env_file=None, **values)  # type: ignore[arg-type]

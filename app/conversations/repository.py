@@ -42,6 +42,11 @@ async def get_conversation(
     return (await db.execute(query)).scalar_one_or_none()
 
 
+async def count_conversations(db: AsyncSession, user_id: uuid.UUID) -> int:
+    query = select(func.count()).select_from(Conversation).where(Conversation.user_id == user_id)
+    return int(await db.scalar(query) or 0)
+
+
 async def conversation_for_reply(
     db: AsyncSession, user_id: uuid.UUID, conversation_id: uuid.UUID
 ) -> tuple[Conversation, datetime | None] | None:

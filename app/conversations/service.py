@@ -22,6 +22,7 @@ from app.conversations.models import Conversation, Message
 from app.db import utcnow
 from app.errors import BadUserInput, NotFound
 from app.llm.models import get_model
+from app.ratelimit.service import Limits
 
 DEFAULT_TITLE = "New conversation"
 MAX_TITLE = 200
@@ -111,10 +112,14 @@ class Conversations:
         default_model: str,
         provider_available: Callable[[str], bool],
         stale_reply_after: timedelta,
+        limits: Limits,
+        max_per_user: int,
     ) -> None:
         self._default_model = default_model
         self._available = provider_available
         self._stale_reply_after = stale_reply_after
+        self._limits = limits
+        self._max_per_user = max_per_user
 
     async def _settle_dead_replies(
         self, db: AsyncSession, caller: Caller, conversation_ids: Sequence[uuid.UUID]
@@ -133,6 +138,7 @@ class Conversations:
         model: str | None = None,
         system_prompt: str | None = None,
     ) -> Conversation:
+        await self._limits.check_write(caller.user_id)
         now = utcnow()
         conversation = Conversation(
             user_id=caller.user_id,
@@ -143,6 +149,10 @@ class Conversations:
             created_at=now,
             updated_at=now,
         )
+        # Counted in the caller's transaction: conversations created earlier in it (aliased
+        # mutations) count too. Concurrent transactions may pass the cap by one each.
+        if await repository.count_conversations(db, caller.user_id) >= self._max_per_user:
+            raise BadUserInput(f"At most {self._max_per_user} conversations per account")
         db.add(conversation)
         await db.flush()
         return conversation
@@ -163,6 +173,7 @@ class Conversations:
     async def update(
         self, db: AsyncSession, caller: Caller, conversation_id: uuid.UUID, patch: ConversationPatch
     ) -> Conversation:
+        await self._limits.check_write(caller.user_id)
         # Validate everything before touching the row: bad input changes nothing.
         if patch.title is None or patch.model is None:
             raise BadUserInput("title and model cannot be null; leave a field out to keep it")
@@ -182,6 +193,7 @@ class Conversations:
         return conversation
 
     async def delete(self, db: AsyncSession, caller: Caller, conversation_id: uuid.UUID) -> None:
+        await self._limits.check_write(caller.user_id)
         if not await repository.delete_conversation(db, caller.user_id, conversation_id):
             raise NotFound(NOT_FOUND)
 

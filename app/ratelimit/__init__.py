@@ -6,6 +6,8 @@ actions share one (a flood of log-ins does not throttle queries on the same `/gr
 
 - log-in attempts per client IP and per email, sign-ups per IP and per email: in
   `Accounts.login` / `Accounts.register`, before bcrypt runs and before the database is read;
+- writes per user (conversations created, changed, deleted; API keys created): in the service
+  function of each, once per call, so every aliased mutation of a GraphQL document counts;
 - reply starts per user, and replies streaming at once per user: in `Replies.start`, before
   anything is stored or the model is called. A stream's slot is given back by `Reply.close()`,
   which every ending (complete, failed, client gone, shutdown) passes through.

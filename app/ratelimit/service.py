@@ -63,6 +63,9 @@ class Limits:
             settings.reply_rate_limit_per_user,
             "Too many replies started; retry later",
         )
+        self._write = Rule.of(
+            "write-user", settings.write_rate_limit_per_user, "Too many changes; retry later"
+        )
 
     @property
     def shared(self) -> bool:
@@ -84,6 +87,11 @@ class Limits:
     async def check_reply_start(self, user_id: uuid.UUID) -> None:
         if self._enabled:
             await self._limiter.hit(self._reply, str(user_id))
+
+    async def check_write(self, user_id: uuid.UUID) -> None:
+        """Count one write (a conversation created, changed or deleted, an API key created)."""
+        if self._enabled:
+            await self._limiter.hit(self._write, str(user_id))
 
     async def take_stream_slot(self, user_id: uuid.UUID) -> StreamSlot:
         """One of the user's USER_MAX_CONCURRENT_STREAMS, or RateLimited when all are in use."""

@@ -8,12 +8,14 @@ import time
 import uuid
 from typing import Any
 
+import bcrypt
+import jwt
 import pytest
 import websockets
-from jose import jwt
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from app.auth.security import bcrypt_cost, hash_api_key
 from tests.conftest import TEST_JWT_SECRET, LiveServer
 from tests.support.api import Api, User, unique_email
 
@@ -93,6 +95,99 @@ async def test_wrong_password_and_unknown_email_answer_identically(api: Api) -> 
     gql_unknown = await api.gql_error(LOGIN, {"email": unique_email(), "password": "nope-nope"})
     assert gql_wrong["message"] == gql_unknown["message"]
     assert gql_wrong["extensions"] == gql_unknown["extensions"] == {"code": "UNAUTHENTICATED"}
+
+
+def _fullwidth(text: str) -> str:
+    """ASCII letters and digits as their fullwidth forms (U+FF01..U+FF5E)."""
+    return "".join(chr(ord(c) + 0xFEE0) if c.isalnum() else c for c in text)
+
+
+async def test_lookalike_emails_are_one_account(api: Api) -> None:
+    local = f"ade-{uuid.uuid4().hex[:8]}"
+    user = await api.register(email=f"{_fullwidth(local.upper())}@Example.test")
+    me = await api.http.get("/api/v1/auth/me", headers=user.headers)
+    assert me.json()["email"] == f"{local}@example.test"
+    for variant in (f"{local}@example.test", f"{local.upper()}@EXAMPLE.TEST"):
+        login = await api.http.post(
+            "/api/v1/auth/login", json={"email": variant, "password": user.password}
+        )
+        assert login.status_code == 200, (variant, login.text)
+        again = await api.http.post(
+            "/api/v1/auth/register", json={"email": variant, "password": "another-pass"}
+        )
+        assert again.status_code == 409, variant
+
+    composed = f"ren\u00e9-{uuid.uuid4().hex[:8]}@example.test"
+    await api.register(email=composed)
+    decomposed = composed.replace("\u00e9", "e\u0301")
+    assert decomposed != composed
+    again = await api.http.post(
+        "/api/v1/auth/register", json={"email": decomposed, "password": "another-pass"}
+    )
+    assert again.status_code == 409
+
+
+@pytest.mark.parametrize(
+    "invisible",
+    ["\u200b", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u202e", "\u3164", "\x07", "\ufe0f"],
+)
+async def test_emails_with_invisible_characters_are_refused(api: Api, invisible: str) -> None:
+    user = await api.register()
+    name, _, domain = user.email.partition("@")
+    lookalike = f"{name}{invisible}@{domain}"
+    response = await api.http.post(
+        "/api/v1/auth/register", json={"email": lookalike, "password": "another-pass"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["message"] == "Email is not a valid address"
+    error = await api.gql_error(REGISTER, {"email": lookalike, "password": "another-pass"})
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    login = await api.http.post(
+        "/api/v1/auth/login", json={"email": lookalike, "password": user.password}
+    )
+    assert login.status_code == 401
+
+
+async def _stored_cost(owner_engine: AsyncEngine, email: str) -> int:
+    async with owner_engine.connect() as connection:
+        stored = (
+            await connection.execute(
+                text("SELECT password_hash FROM users WHERE email = :e"), {"e": email}
+            )
+        ).scalar_one()
+    cost = bcrypt_cost(stored)
+    assert cost is not None
+    return cost
+
+
+async def test_log_in_rehashes_a_password_stored_at_another_cost(
+    api: Api, server: LiveServer, owner_engine: AsyncEngine
+) -> None:
+    rounds = server.settings.bcrypt_rounds
+    user = await api.register()
+    assert await _stored_cost(owner_engine, user.email) == rounds
+    older = bcrypt.hashpw(user.password.encode(), bcrypt.gensalt(rounds + 1)).decode()
+    async with owner_engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE users SET password_hash = :h WHERE email = :e"),
+            {"h": older, "e": user.email},
+        )
+
+    wrong = await api.http.post(
+        "/api/v1/auth/login", json={"email": user.email, "password": "not-the-password"}
+    )
+    assert wrong.status_code == 401
+    assert await _stored_cost(owner_engine, user.email) == rounds + 1  # nothing to rehash with
+
+    right = await api.http.post(
+        "/api/v1/auth/login", json={"email": user.email, "password": user.password}
+    )
+    assert right.status_code == 200
+    assert await _stored_cost(owner_engine, user.email) == rounds
+    again = await api.http.post(
+        "/api/v1/auth/login", json={"email": user.email, "password": user.password}
+    )
+    assert again.status_code == 200  # the new hash holds the same password
 
 
 LONG_ASCII = "a" * 73  # one byte over bcrypt's limit
@@ -197,6 +292,8 @@ def _bad_tokens(user: User) -> dict[str, str]:
     }
 
 
+# Minting the HS512 token with our (HS256-sized) secret is the point of that case.
+@pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")
 async def test_every_bad_token_is_unauthenticated_never_500(api: Api) -> None:
     user = await api.register()
     # The well-formed reference token is accepted: the bad ones fail for their defect alone.
@@ -244,10 +341,14 @@ async def test_api_key_create_use_revoke(api: Api, owner_engine: AsyncEngine) ->
     assert secret.startswith(key["prefix"])
     assert key["lastUsedAt"] is None and key["revokedAt"] is None
 
-    # Stored only as a hash: the secret appears nowhere in the database.
+    # Stored only as a hash: no column of any key holds the secret, or its unseen part.
+    hidden = secret[len(key["prefix"]) :]
     async with owner_engine.connect() as connection:
-        rows = (await connection.execute(text("SELECT key_hash, prefix FROM api_keys"))).all()
-    assert all(secret not in (row.key_hash, row.prefix) for row in rows)
+        rows = (await connection.execute(text("SELECT * FROM api_keys"))).all()
+    stored = repr(rows)
+    assert rows
+    assert hidden not in stored
+    assert hash_api_key(secret) in stored  # (what is there instead)
 
     # Usable wherever a JWT is: REST, GraphQL over HTTP.
     me = await api.http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {secret}"})
@@ -256,7 +357,11 @@ async def test_api_key_create_use_revoke(api: Api, owner_engine: AsyncEngine) ->
     listed = (await api.gql(KEYS, user=user))["apiKeys"]
     assert [k["id"] for k in listed] == [key["id"]]
     assert listed[0]["lastUsedAt"] is not None
-    assert "secret" not in json.dumps(listed)
+    rest_listing = await api.http.get("/api/v1/api-keys", headers=user.headers)
+    assert rest_listing.status_code == 200
+    for shown in (json.dumps(listed), rest_listing.text):
+        assert key["prefix"] in shown
+        assert hidden not in shown
 
     assert (await api.gql(REVOKE_KEY, {"id": key["id"]}, user=user))["revokeApiKey"] is True
     refused = await api.http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {secret}"})
@@ -281,17 +386,54 @@ async def test_rest_api_keys(api: Api) -> None:
     created = await api.http.post("/api/v1/api-keys", json={"name": "rest"}, headers=user.headers)
     assert created.status_code == 201
     secret = created.json()["secret"]
-    listed = await api.http.get("/api/v1/api-keys", headers={"Authorization": f"Bearer {secret}"})
+    listed = await api.http.get("/api/v1/api-keys", headers=user.headers)
     assert [k["name"] for k in listed.json()] == ["rest"]
     deleted = await api.http.delete(
         f"/api/v1/api-keys/{created.json()['id']}", headers=user.headers
     )
     assert deleted.status_code == 204
-    assert (
-        await api.http.get("/api/v1/api-keys", headers={"Authorization": f"Bearer {secret}"})
-    ).status_code == 401
+    refused = await api.http.get("/api/v1/auth/me", headers={"Authorization": f"Bearer {secret}"})
+    assert refused.status_code == 401
     blank = await api.http.post("/api/v1/api-keys", json={"name": "  "}, headers=user.headers)
     assert blank.status_code == 422
+
+
+async def test_an_api_key_cannot_manage_api_keys_so_none_outlives_its_revocation(
+    api: Api,
+) -> None:
+    """Key management needs an interactive log-in: a key cannot mint children that would
+    survive its revocation (nor list or revoke its owner's other keys)."""
+    user = await api.register()
+    parent = (await api.gql(CREATE_KEY, {"name": "parent"}, user=user))["createApiKey"]
+    sibling = (await api.gql(CREATE_KEY, {"name": "sibling"}, user=user))["createApiKey"]
+    as_key = {"Authorization": f"Bearer {parent['secret']}"}
+
+    rest_create = await api.http.post("/api/v1/api-keys", json={"name": "child"}, headers=as_key)
+    rest_list = await api.http.get("/api/v1/api-keys", headers=as_key)
+    rest_revoke = await api.http.delete(
+        f"/api/v1/api-keys/{sibling['apiKey']['id']}", headers=as_key
+    )
+    for response in (rest_create, rest_list, rest_revoke):
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["type"] == "permission_error"
+    for query, variables in (
+        (CREATE_KEY, {"name": "child"}),
+        (KEYS, {}),
+        (REVOKE_KEY, {"id": sibling["apiKey"]["id"]}),
+    ):
+        error = await api.gql_error(query, variables, token=parent["secret"])
+        assert error["extensions"]["code"] == "FORBIDDEN", error
+    # The key still works for everything else.
+    assert (await api.gql(ME, token=parent["secret"]))["me"]["id"] == user.id
+
+    await api.gql(REVOKE_KEY, {"id": parent["apiKey"]["id"]}, user=user)
+    keys = (await api.gql(KEYS, user=user))["apiKeys"]
+    # Nothing was created through the key, and the sibling was not revoked through it.
+    assert sorted((k["name"], k["revokedAt"] is None) for k in keys) == [
+        ("parent", False),
+        ("sibling", True),
+    ]
+    assert (await api.http.get("/api/v1/auth/me", headers=as_key)).status_code == 401
 
 
 # --- websockets ------------------------------------------------------------------------------

@@ -177,3 +177,42 @@ async def test_fifty_concurrent_requests_each_see_only_their_own_rows(
     assert seen == [{f"of {user.email}"} for user in users]
     raw = await asyncio.gather(*(through_raw_sql(user) for user in users))
     assert raw == [{user.id} for user in users]
+
+
+async def test_the_identity_window_shows_one_account_and_writes_need_the_caller(
+    api: Api, app_sessions: async_sessionmaker[AsyncSession], owner_engine: AsyncEngine
+) -> None:
+    alice, bob = await api.register(), await api.register()
+    async with owner_engine.begin() as connection:
+        await connection.execute(
+            text(
+                "UPDATE users SET identity_issuer = 'https://issuer.test', "
+                "identity_subject = 'alice' WHERE id = :a"
+            ),
+            {"a": alice.id},
+        )
+    window = text(
+        "SELECT set_config('app.identity_issuer', 'https://issuer.test', true), "
+        "set_config('app.identity_subject', :subject, true)"
+    )
+    rehash = text("UPDATE users SET password_hash = 'planted' WHERE id = :id")
+    async with unit_of_work(app_sessions) as session:
+        await session.execute(window, {"subject": "alice"})
+        assert await _owners(session, "users") == {alice.id}
+        # Read-only: the window finds the account, it does not let anyone change it.
+        assert (await session.execute(rehash, {"id": alice.id})).rowcount == 0
+    async with unit_of_work(app_sessions) as session:
+        await session.execute(window, {"subject": "nobody"})
+        assert await _owners(session, "users") == set()
+    async with unit_of_work(app_sessions, user_id=uuid.UUID(alice.id)) as session:
+        assert (await session.execute(rehash, {"id": bob.id})).rowcount == 0
+    # Only the columns the service changes are writable at all, even for one's own row.
+    with pytest.raises(DBAPIError, match="permission denied"):
+        async with unit_of_work(app_sessions, user_id=uuid.UUID(alice.id)) as session:
+            await session.execute(
+                text("UPDATE users SET created_at = now() WHERE id = :a"), {"a": alice.id}
+            )
+    login = await api.http.post(
+        "/api/v1/auth/login", json={"email": bob.email, "password": bob.password}
+    )
+    assert login.status_code == 200  # nobody's hash was changed

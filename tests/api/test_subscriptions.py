@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any
 
-from jose import jwt
+import jwt
 
 from tests.conftest import TEST_JWT_SECRET
 from tests.support.api import Api, User
