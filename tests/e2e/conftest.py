@@ -231,20 +231,23 @@ def assert_reply_is_what_the_model_sent(
 def assert_sse_reply_is_what_the_model_sent(
     events: list[tuple[str, dict[str, Any]]], upstream: RecordedRequest, content: str
 ) -> None:
-    """SSE `(event name, data)` pairs: the four kinds in order, carrying what the fake sent."""
+    """SSE `(event name, data)` pairs: the four kinds in order, with Anthropic's block events
+    around the deltas, carrying what the fake sent."""
     names = [name for name, _ in events]
-    assert names[0] == "message_start", names
-    assert names[-2:] == ["message_delta", "message_stop"], names
-    assert set(names[1:-2]) == {"content_block_delta"}, names
+    assert names[:2] == ["message_start", "content_block_start"], names
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"], names
+    assert set(names[2:-3]) == {"content_block_delta"}, names
     assert all(data["type"] == name for name, data in events)
     data = [data for _, data in events]
     start, delta = data[0], data[-2]
+    assert data[1]["content_block"] == {"type": "text", "text": ""}
+    assert start["message"]["stop_sequence"] is None
     assert start["message"]["role"] == "assistant"
     assert start["message"]["model"] == upstream.body["model"]
     assert start["message"]["usage"]["input_tokens"] > 0
     assert upstream.body["messages"][-1] == {"role": "user", "content": content}
     assert upstream.text_sent, "the fake sent no text"
-    assert "".join(d["delta"]["text"] for d in data[1:-2]) == upstream.text_sent
+    assert "".join(d["delta"]["text"] for d in data[2:-3]) == upstream.text_sent
     assert delta["delta"]["stop_reason"] == "end_turn"
     assert upstream.usage is not None
     assert delta["usage"]["output_tokens"] == upstream.usage["completion_tokens"]
