@@ -10,7 +10,7 @@ import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app import health
+from app import health, openapi
 from app.auth import routes as auth_routes
 from app.config import Settings, get_settings
 from app.conversations import routes as conversation_routes
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    openapi.install(app)
 
     api = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
     api.include_router(auth_routes.router)
