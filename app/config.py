@@ -109,9 +109,10 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] | None = None
     data_dir: Path = Path("./data")
     graphiql_enabled: bool | None = None
-    # Where the GraphiQL page loads its pinned, integrity-checked assets from (an npm CDN or a
-    # mirror with the same /{package}@{version}/{file} layout).
-    graphiql_cdn_url: str = Field(default="https://unpkg.com", pattern=r"^https?://[^\s\"'<>]+$")
+    # Where /graphql and /docs load their pinned, integrity-checked scripts from: unset, this
+    # service (files shipped in app/web/vendor, no internet needed); else an npm CDN or a mirror
+    # with the same /{package}@{version}/{file} layout, e.g. https://unpkg.com.
+    assets_cdn_url: str | None = Field(default=None, pattern=r"^https?://[^\s\"'<>]+$")
     introspection_enabled: bool | None = None
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     graphql_max_depth: int = Field(default=10, ge=2, le=50)
@@ -198,7 +199,7 @@ class Settings(BaseSettings):
         # Browsers send origins normalised; CORS and the websocket check compare exact strings.
         return [normalize_origin(origin) for origin in value]
 
-    @field_validator("jwt_secret", "groq_api_key", mode="before")
+    @field_validator("jwt_secret", "groq_api_key", "assets_cdn_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # `JWT_SECRET=` in a .env file means "not set", never "sign with an empty key".

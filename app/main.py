@@ -28,6 +28,7 @@ from app.observability import RequestIdMiddleware, configure_logging
 from app.runtime import build_runtime
 from app.streaming import routes as streaming_routes
 from app.usage import routes as usage_routes
+from app.web import assets, pages
 
 logger = structlog.get_logger(__name__)
 
@@ -63,6 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Accounts, conversations and streamed model replies over GraphQL and SSE.",
         lifespan=lifespan,
+        # Ours (app/web): Swagger UI with its files served here; no ReDoc, whose page needs a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
     openapi.install(app)
@@ -74,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(streaming_routes.router)
     app.include_router(api)
     app.include_router(health.router)
+    app.include_router(pages.router)
+    app.include_router(assets.router)
     app.include_router(AppGraphQLRouter(build_schema(settings), settings), prefix="/graphql")
 
     # Outermost last: request ids wrap everything, so even errors from other middleware carry one.
