@@ -10,8 +10,6 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-HOST ?= 127.0.0.1
-PORT ?= 8000
 # PostgreSQL server for the test suite; every run creates and drops its own database on it.
 TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 export TEST_DATABASE_URL
@@ -41,8 +39,9 @@ dev: $(VENV)/.installed-dev
 migrate: install
 	$(BIN)/alembic upgrade head
 
+# HOST and PORT are settings (environment or .env); `make run PORT=9000` sets them too.
 run: migrate
-	$(BIN)/python -m app --host $(HOST) --port $(PORT)
+	$(BIN)/python -m app
 
 test: test-postgres test-sqlite
 

@@ -97,6 +97,34 @@ def _check_rate(value: str) -> str:
 
 RateSpec = Annotated[str, AfterValidator(_check_rate)]
 
+# The async drivers this service runs on, and the schemes people copy from other tools' docs
+# (Supabase, Heroku, psql) that mean the same database.
+_ASYNC_SCHEMES = {"postgresql+asyncpg", "sqlite+aiosqlite"}
+_COMMON_SCHEMES = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+}
+_URL_FORMS = "postgresql+asyncpg://user:password@host:5432/db or sqlite+aiosqlite:///./data/app.db"
+
+
+def async_database_url(value: str) -> str:
+    """`value` with the async driver this service uses: `postgresql://`, `postgres://` and
+    `sqlite://` are taken to mean asyncpg and aiosqlite; any other driver is refused (by scheme,
+    never echoing the URL, which may hold a password)."""
+    scheme, separator, rest = value.strip().partition("://")
+    scheme = scheme.lower()
+    if not separator or not scheme:
+        raise ValueError(f"not a database URL; expected {_URL_FORMS}")
+    if scheme in _ASYNC_SCHEMES:
+        return f"{scheme}://{rest}"
+    if scheme in _COMMON_SCHEMES:
+        return f"{_COMMON_SCHEMES[scheme]}://{rest}"
+    raise ValueError(f"the scheme {scheme!r} is not supported; expected {_URL_FORMS}")
+
+
+DatabaseUrl = Annotated[str, AfterValidator(async_database_url)]
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -124,11 +152,15 @@ class Settings(BaseSettings):
     ws_init_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     ws_max_subscriptions: int = Field(default=10, ge=1, le=1000)
     shutdown_grace_seconds: float = Field(default=10.0, ge=1, le=300)
+    # Where `python -m app` (and so `make run`) listens; --host / --port override them.
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=253)
+    port: int = Field(default=8000, ge=1, le=65535)
 
     # --- database ---
-    database_url: str = "sqlite+aiosqlite:///./data/conversations.db"
+    # postgresql:// (or postgres://) and sqlite:// are accepted too, as asyncpg and aiosqlite.
+    database_url: DatabaseUrl = "sqlite+aiosqlite:///./data/conversations.db"
     # Alembic connects with this URL (a role that owns the tables); the app with DATABASE_URL.
-    migration_database_url: str | None = None
+    migration_database_url: DatabaseUrl | None = None
     database_app_role: str = Field(default="conversation_app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     database_pool_size: int = Field(default=10, ge=1, le=200)
     database_max_overflow: int = Field(default=10, ge=0, le=200)
