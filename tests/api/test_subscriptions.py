@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -9,9 +10,10 @@ from typing import Any
 
 from jose import jwt
 
+from app.graphql.executor import COUNTS
 from tests.conftest import TEST_JWT_SECRET
 from tests.support.api import Api, User
-from tests.support.streams import SUBSCRIPTION, GraphQLWebSocketTransport, wait_until
+from tests.support.streams import SUBSCRIPTION, GraphQLWebSocketTransport, transports, wait_until
 
 EVENT_KINDS = ["MESSAGE_START", "CONTENT_BLOCK_DELTA", "MESSAGE_DELTA", "MESSAGE_STOP"]
 
@@ -152,3 +154,18 @@ async def test_each_subscription_rechecks_the_token_on_an_open_socket(api: Api) 
         f"/api/v1/conversations/{conversation_id}/messages", headers=user.headers
     )
     assert [m["content"] for m in rows.json()["data"] if m["role"] == "user"] == ["again"]
+
+
+async def test_the_real_schemas_events_take_the_compiled_path(api: Api) -> None:
+    """streamMessage's events, as the suite's clients select them, are built by the compiled
+    executor, not graphql-core's per-event execution (which gives the same results, slower)."""
+    user = await api.register()
+    conversation_id = await _echo_conversation(api, user)
+    before = dataclasses.replace(COUNTS)
+
+    for name in ("graphql-transport-ws", "graphql-ws"):
+        result = await transports(api.http, api.ws_url)[name].stream(user, conversation_id, name)
+        assert result.error is None and result.types[-1] == "message_stop"
+        assert COUNTS.generic == before.generic, name
+        assert COUNTS.compiled - before.compiled == len(result.events), name
+        before = dataclasses.replace(COUNTS)
