@@ -3,7 +3,8 @@
 #   make test   install the dev extras and run the suite on PostgreSQL, then on SQLite
 #   make lint   ruff (lint and format) and mypy --strict
 #   make schema regenerate schema.graphql from the code
-#   make e2e    drive a real server with third-party clients (Node graphql-ws, gql, Chromium)
+#   make e2e    drive a real server with third-party clients (graphql-ws, gql, anthropic, SSE
+#               parsers, Chromium: GraphiQL and Swagger UI offline)
 #   make bench  benchmarks; results in docs/benchmarks.md
 
 SHELL := /bin/bash

@@ -1,9 +1,10 @@
 """End to end: third-party clients against the live server of tests/conftest.py.
 
 The server is real uvicorn on loopback with PostgreSQL and the fake Groq as its model provider
-(the `server` and `fake_groq` fixtures). The clients are the ones people use: Node `graphql-ws`
-and Apollo Client (scripts in js/, pinned by js/package-lock.json), Python `gql` and
-`httpx-sse`, `curl`, and Debian's Chromium driven by playwright-core (GraphiQL, and pages that
+(the `server` and `fake_groq` fixtures). The clients are the ones people use: Node `graphql-ws`,
+Apollo Client and `eventsource-parser` (scripts in js/, pinned by js/package-lock.json), Python
+`gql`, `httpx-sse` and Anthropic's `anthropic` SDK, `curl`, and Debian's Chromium driven by
+playwright-core (GraphiQL and Swagger UI with every outside request blocked, and pages that
 this suite serves from another loopback origin, in pages/).
 
 `make e2e` installs what they need (npm ci, apt-get install chromium). A local run without them
