@@ -20,6 +20,7 @@ import re
 import shutil
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from tests.fakes.groq_server import RecordedRequest
 
@@ -139,17 +141,10 @@ def page_origin() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
-@pytest.fixture(scope="module")
-async def page_server(page_origin: str) -> AsyncIterator[str]:
-    """Serves pages/ statically at `page_origin` (not the app: a page on another origin)."""
-    port = int(page_origin.rsplit(":", 1)[1])
-    config = uvicorn.Config(
-        Starlette(routes=[Mount("/", StaticFiles(directory=PAGES_DIR))]),
-        host="127.0.0.1",
-        port=port,
-        lifespan="off",
-        log_config=None,
-    )
+@asynccontextmanager
+async def serve_on_loopback(app: ASGIApp, port: int) -> AsyncIterator[str]:
+    """Serve `app` (a test's own, not the API) at http://127.0.0.1:`port` while the block runs."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -157,10 +152,40 @@ async def page_server(page_origin: str) -> AsyncIterator[str]:
             task.result()
         await asyncio.sleep(0.01)
     try:
-        yield page_origin
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=10)
+
+
+@pytest.fixture(scope="module")
+async def page_server(page_origin: str) -> AsyncIterator[str]:
+    """Serves pages/ statically at `page_origin` (not the app: a page on another origin)."""
+    port = int(page_origin.rsplit(":", 1)[1])
+    async with serve_on_loopback(
+        Starlette(routes=[Mount("/", StaticFiles(directory=PAGES_DIR))]), port
+    ):
+        yield page_origin
+
+
+async def open_page(
+    chromium: NodeClients, url: str, screenshot: Path | None, *, cdn: bool = False
+) -> Any:
+    """Open `url` (js/browser-page.mjs) and return what the page computed; with `cdn`, the CDN
+    is served locally (and Playwright intercepts requests, answering CORS preflights itself:
+    only for pages that do not call the API over fetch)."""
+    output = await chromium.run(
+        "browser-page.mjs",
+        {
+            "url": url,
+            "cdnUrl": CDN_URL if cdn else None,
+            "screenshot": str(screenshot) if screenshot else None,
+        },
+    )
+    assert output["report"]["status"] == 200
+    assert output["report"]["external"] == []
+    assert output["report"]["cdnRefused"] == []
+    return output
 
 
 @dataclass

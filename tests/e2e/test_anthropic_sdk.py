@@ -9,6 +9,7 @@ the typed events, and the accumulated final message (docs/clients.md shows this)
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 import anthropic
@@ -31,6 +32,19 @@ CREATE_KEY = "mutation ($name: String!) { createApiKey(name: $name) { secret } }
 @pytest.fixture(scope="module")
 def server_settings() -> dict[str, Any]:
     return {"stream_keepalive_seconds": KEEPALIVE}
+
+
+def post_stream(
+    client: AsyncAnthropic, conversation_id: str, content: str
+) -> Awaitable[AsyncStream[RawMessageStreamEvent]]:
+    """The documented request (see the snippet below), for the other tests."""
+    return client.post(
+        f"/api/v1/conversations/{conversation_id}/messages/stream",
+        body={"content": content},
+        cast_to=Message,
+        stream=True,
+        stream_cls=AsyncStream[RawMessageStreamEvent],
+    )
 
 
 async def api_key(api: Api, user: User) -> str:
@@ -95,13 +109,7 @@ async def test_the_sdks_events_are_anthropics_in_anthropics_order(
     fake_groq.enqueue(Scenario(tokens=TOKENS, token_interval=0.02))
     # An access token works too, as the SDK's bearer `auth_token`.
     client = AsyncAnthropic(base_url=server.base_url, auth_token=user.token, api_key=None)
-    request = client.post(
-        f"/api/v1/conversations/{conversation_id}/messages/stream",
-        body={"content": "events"},
-        cast_to=Message,
-        stream=True,
-        stream_cls=AsyncStream[RawMessageStreamEvent],
-    )
+    request = post_stream(client, conversation_id, "events")
     async with AsyncMessageStreamManager(request) as stream:
         kinds = [event.type async for event in stream]
         final = await stream.get_final_message()
@@ -121,13 +129,7 @@ async def test_keepalives_never_reach_the_sdks_raw_events(
     conversation_id = (await api.create_conversation(user))["id"]
     fake_groq.enqueue(Scenario(tokens=["late"], first_token_delay=KEEPALIVE * 6))
     client = AsyncAnthropic(base_url=server.base_url, api_key=await api_key(api, user))
-    stream = await client.post(
-        f"/api/v1/conversations/{conversation_id}/messages/stream",
-        body={"content": "wait"},
-        cast_to=Message,
-        stream=True,
-        stream_cls=AsyncStream[RawMessageStreamEvent],
-    )
+    stream = await post_stream(client, conversation_id, "wait")
 
     raw = [sse async for sse in AsyncStream.raw_events(stream.response)]
 
@@ -144,13 +146,7 @@ async def test_an_upstream_failure_is_an_api_error_with_the_streams_error_body(
     conversation_id = (await api.create_conversation(user))["id"]
     fake_groq.enqueue(Scenario(tokens=["half", " a", " reply"], drop_after=2))
     client = AsyncAnthropic(base_url=server.base_url, api_key=await api_key(api, user))
-    request = client.post(
-        f"/api/v1/conversations/{conversation_id}/messages/stream",
-        body={"content": "fail"},
-        cast_to=Message,
-        stream=True,
-        stream_cls=AsyncStream[RawMessageStreamEvent],
-    )
+    request = post_stream(client, conversation_id, "fail")
     texts: list[str] = []
 
     async def read() -> None:
@@ -171,13 +167,7 @@ async def test_an_upstream_failure_is_an_api_error_with_the_streams_error_body(
 async def test_a_bad_key_is_the_sdks_authentication_error(server: LiveServer) -> None:
     client = AsyncAnthropic(base_url=server.base_url, api_key="cvk_not-a-key", max_retries=0)
     with pytest.raises(anthropic.AuthenticationError) as raised:
-        await client.post(
-            "/api/v1/conversations/00000000-0000-0000-0000-000000000000/messages/stream",
-            body={"content": "x"},
-            cast_to=Message,
-            stream=True,
-            stream_cls=AsyncStream[RawMessageStreamEvent],
-        )
+        await post_stream(client, "00000000-0000-0000-0000-000000000000", "x")
     assert raised.value.body == {
         "error": {"type": "authentication_error", "message": "Invalid or revoked API key"}
     }

@@ -25,7 +25,6 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-import uvicorn
 from httpx_sse import aconnect_sse
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -40,9 +39,11 @@ from tests.e2e.conftest import (
     doc_snippets,
     free_port,
     missing_tool,
+    open_page,
+    serve_on_loopback,
 )
 from tests.fakes.groq_server import FakeGroq, Scenario
-from tests.support.api import Api, User
+from tests.support.api import Api
 
 pytestmark = pytest.mark.e2e
 
@@ -256,41 +257,12 @@ async def relay(server: LiveServer) -> AsyncIterator[str]:
             headers={"cache-control": "no-cache"},
         )
 
-    port = free_port()
     app = Starlette(routes=[Route("/eventsource.html", page), Route("/relay", forward)])
-    relay_server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
-    )
-    task = asyncio.create_task(relay_server.serve())
-    while not relay_server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        async with serve_on_loopback(app, free_port()) as origin:
+            yield origin
     finally:
-        relay_server.should_exit = True
-        await asyncio.wait_for(task, timeout=10)
         await client.aclose()
-
-
-async def eventsource_page(
-    chromium: NodeClients, relay: str, user: User, conversation_id: str, content: str, shot: Path
-) -> Any:
-    stream = f"{relay}/relay?" + urlencode(
-        {"conversation": conversation_id, "token": user.token, "content": content}
-    )
-    output = await chromium.run(
-        "browser-page.mjs",
-        {
-            "url": f"{relay}/eventsource.html?{urlencode({'stream': stream})}",
-            "cdnUrl": None,
-            "screenshot": str(shot),
-        },
-    )
-    assert output["report"]["status"] == 200
-    assert output["report"]["external"] == []
-    return output
 
 
 async def test_the_browsers_eventsource_parses_the_stream_without_empty_events(
@@ -306,9 +278,11 @@ async def test_the_browsers_eventsource_parses_the_stream_without_empty_events(
     first_request = len(fake_groq.requests)
     content = "Stream to EventSource"
 
-    output = await eventsource_page(
-        chromium, relay, user, conversation_id, content, artifacts / "sse-eventsource.png"
+    stream = f"{relay}/relay?" + urlencode(
+        {"conversation": conversation_id, "token": user.token, "content": content}
     )
+    page = f"{relay}/eventsource.html?{urlencode({'stream': stream})}"
+    output = await open_page(chromium, page, artifacts / "sse-eventsource.png")
 
     result = output["result"]
     assert result["error"] is None
