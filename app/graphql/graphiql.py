@@ -20,10 +20,9 @@ from pathlib import Path
 
 from starlette.responses import HTMLResponse
 
-from app.web.assets import GRAPHIQL_ASSETS, page_policy
+from app.web.assets import GRAPHIQL_ASSETS, render_page
 
 _TEMPLATE = Path(__file__).with_name("graphiql.html")
-_ASSETS_MARKER = "<!-- assets -->"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +39,5 @@ class GraphiQLPage:
 @cache
 def graphiql_page(cdn_url: str | None = None) -> GraphiQLPage:
     """The page, its assets served by this service or (with `cdn_url`) loaded from an npm CDN."""
-    tags = "\n".join(asset.tag(cdn_url) for asset in GRAPHIQL_ASSETS)
-    page = _TEMPLATE.read_text(encoding="utf-8").replace(_ASSETS_MARKER, tags)
-    return GraphiQLPage(html=page, content_security_policy=page_policy(cdn_url, page))
+    page, policy = render_page(_TEMPLATE, GRAPHIQL_ASSETS, cdn_url)
+    return GraphiQLPage(html=page, content_security_policy=policy)

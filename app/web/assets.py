@@ -27,6 +27,7 @@ from app.errors import AppError, NotFound
 
 ASSETS_PATH = "/assets"
 VENDOR_DIR = Path(__file__).with_name("vendor")
+_ASSETS_MARKER = "<!-- assets -->"
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
 _CONTENT_TYPES = {"script": "text/javascript; charset=utf-8", "style": "text/css; charset=utf-8"}
 
@@ -155,7 +156,14 @@ async def asset(name: str) -> Response:
     )
 
 
-def page_policy(cdn_url: str | None, page: str, *, connect: str = "'self'") -> str:
+def render_page(template: Path, assets: tuple[Asset, ...], cdn_url: str | None) -> tuple[str, str]:
+    """A page template with its asset tags put in at `<!-- assets -->`, and its policy."""
+    tags = "\n".join(asset.tag(cdn_url) for asset in assets)
+    page = template.read_text(encoding="utf-8").replace(_ASSETS_MARKER, tags)
+    return page, page_policy(cdn_url, page)
+
+
+def page_policy(cdn_url: str | None, page: str) -> str:
     """A Content-Security-Policy for a page made of these assets and its own inline scripts."""
     origin = _origin(cdn_url) if cdn_url else "'self'"
     script_hashes = " ".join(
@@ -172,7 +180,7 @@ def page_policy(cdn_url: str | None, page: str, *, connect: str = "'self'") -> s
             f"style-src {origin} 'unsafe-inline'",
             "font-src data:",
             "img-src 'self' data:",
-            f"connect-src {connect}",
+            "connect-src 'self'",
             "base-uri 'none'",
             "form-action 'none'",
             "frame-ancestors 'none'",

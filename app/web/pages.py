@@ -11,20 +11,17 @@ from fastapi import APIRouter, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from app.runtime import runtime_of
-from app.web.assets import SWAGGER_UI_ASSETS, page_policy
+from app.web.assets import SWAGGER_UI_ASSETS, render_page
 
 router = APIRouter(include_in_schema=False)
 
 _SWAGGER_TEMPLATE = Path(__file__).with_name("swagger.html")
-_ASSETS_MARKER = "<!-- assets -->"
 
 
 @cache
 def swagger_page(cdn_url: str | None = None) -> tuple[str, str]:
     """Swagger UI's page and its Content-Security-Policy."""
-    tags = "\n".join(asset.tag(cdn_url) for asset in SWAGGER_UI_ASSETS)
-    page = _SWAGGER_TEMPLATE.read_text(encoding="utf-8").replace(_ASSETS_MARKER, tags)
-    return page, page_policy(cdn_url, page)
+    return render_page(_SWAGGER_TEMPLATE, SWAGGER_UI_ASSETS, cdn_url)
 
 
 @router.get("/docs")
