@@ -3,15 +3,14 @@
 #   make test   install the dev extras and run the suite on PostgreSQL, then on SQLite
 #   make lint   ruff (lint and format) and mypy --strict
 #   make schema regenerate schema.graphql from the code
-#   make e2e    drive a real server with third-party clients (Node graphql-ws, gql, Chromium)
+#   make e2e    drive a real server with third-party clients (graphql-ws, gql, anthropic, SSE
+#               parsers, Chromium: GraphiQL and Swagger UI offline)
 #   make bench  benchmarks; results in docs/benchmarks.md
 
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-HOST ?= 127.0.0.1
-PORT ?= 8000
 # PostgreSQL server for the test suite; every run creates and drops its own database on it.
 TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
 export TEST_DATABASE_URL
@@ -41,8 +40,9 @@ dev: $(VENV)/.installed-dev
 migrate: install
 	$(BIN)/alembic upgrade head
 
+# HOST and PORT are settings (environment or .env); `make run PORT=9000` sets them too.
 run: migrate
-	$(BIN)/python -m app --host $(HOST) --port $(PORT)
+	$(BIN)/python -m app
 
 test: test-postgres test-sqlite
 

@@ -16,8 +16,8 @@ from app.config import ConfigurationError, get_settings
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--host", help="default: HOST (127.0.0.1)")
+    parser.add_argument("--port", type=int, help="default: PORT (8000)")
     parser.add_argument("--reload", action="store_true", help="restart on code changes (dev)")
     args = parser.parse_args()
     try:
@@ -28,8 +28,8 @@ def main() -> None:
     uvicorn.run(
         "app.main:create_app",
         factory=True,
-        host=args.host,
-        port=args.port,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
         reload=args.reload,
         proxy_headers=False,
         server_header=False,

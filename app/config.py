@@ -98,6 +98,34 @@ def _check_rate(value: str) -> str:
 
 RateSpec = Annotated[str, AfterValidator(_check_rate)]
 
+# The async drivers this service runs on, and the schemes people copy from other tools' docs
+# (Supabase, Heroku, psql) that mean the same database.
+_ASYNC_SCHEMES = {"postgresql+asyncpg", "sqlite+aiosqlite"}
+_COMMON_SCHEMES = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+}
+_URL_FORMS = "postgresql+asyncpg://user:password@host:5432/db or sqlite+aiosqlite:///./data/app.db"
+
+
+def async_database_url(value: str) -> str:
+    """`value` with the async driver this service uses: `postgresql://`, `postgres://` and
+    `sqlite://` are taken to mean asyncpg and aiosqlite; any other driver is refused (by scheme,
+    never echoing the URL, which may hold a password)."""
+    scheme, separator, rest = value.strip().partition("://")
+    scheme = scheme.lower()
+    if not separator or not scheme:
+        raise ValueError(f"not a database URL; expected {_URL_FORMS}")
+    if scheme in _ASYNC_SCHEMES:
+        return f"{scheme}://{rest}"
+    if scheme in _COMMON_SCHEMES:
+        return f"{_COMMON_SCHEMES[scheme]}://{rest}"
+    raise ValueError(f"the scheme {scheme!r} is not supported; expected {_URL_FORMS}")
+
+
+DatabaseUrl = Annotated[str, AfterValidator(async_database_url)]
+
 
 @dataclass(frozen=True, slots=True)
 class ExternalIssuerSettings:
@@ -118,9 +146,10 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] | None = None
     data_dir: Path = Path("./data")
     graphiql_enabled: bool | None = None
-    # Where the GraphiQL page loads its pinned, integrity-checked assets from (an npm CDN or a
-    # mirror with the same /{package}@{version}/{file} layout).
-    graphiql_cdn_url: str = Field(default="https://unpkg.com", pattern=r"^https?://[^\s\"'<>]+$")
+    # Where /graphql and /docs load their pinned, integrity-checked scripts from: unset, this
+    # service (files shipped in app/web/vendor, no internet needed); else an npm CDN or a mirror
+    # with the same /{package}@{version}/{file} layout, e.g. https://unpkg.com.
+    assets_cdn_url: str | None = Field(default=None, pattern=r"^https?://[^\s\"'<>]+$")
     introspection_enabled: bool | None = None
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     graphql_max_depth: int = Field(default=10, ge=2, le=50)
@@ -132,11 +161,15 @@ class Settings(BaseSettings):
     ws_init_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     ws_max_subscriptions: int = Field(default=10, ge=1, le=1000)
     shutdown_grace_seconds: float = Field(default=10.0, ge=1, le=300)
+    # Where `python -m app` (and so `make run`) listens; --host / --port override them.
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=253)
+    port: int = Field(default=8000, ge=1, le=65535)
 
     # --- database ---
-    database_url: str = "sqlite+aiosqlite:///./data/conversations.db"
+    # postgresql:// (or postgres://) and sqlite:// are accepted too, as asyncpg and aiosqlite.
+    database_url: DatabaseUrl = "sqlite+aiosqlite:///./data/conversations.db"
     # Alembic connects with this URL (a role that owns the tables); the app with DATABASE_URL.
-    migration_database_url: str | None = None
+    migration_database_url: DatabaseUrl | None = None
     database_app_role: str = Field(default="conversation_app", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     database_pool_size: int = Field(default=10, ge=1, le=200)
     database_max_overflow: int = Field(default=10, ge=0, le=200)
@@ -228,7 +261,9 @@ class Settings(BaseSettings):
         # Browsers send origins normalised; CORS and the websocket check compare exact strings.
         return [normalize_origin(origin) for origin in value]
 
-    @field_validator("jwt_secret", "groq_api_key", "supabase_jwt_secret", mode="before")
+    @field_validator(
+        "jwt_secret", "groq_api_key", "supabase_jwt_secret", "assets_cdn_url", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # `JWT_SECRET=` in a .env file means "not set", never "sign with an empty key".

@@ -55,8 +55,8 @@ def _documented(description: str) -> dict[str, Any]:
 
 # What any /api/v1 route may answer besides its own statuses; documented so that the OpenAPI
 # document describes the error body clients actually get (FastAPI's default 422 does not).
+# 401 and 413 depend on the route: app/openapi.py adds them where they apply.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    413: _documented("Request body larger than MAX_REQUEST_BODY_BYTES"),
     422: _documented("Invalid input"),
     429: _documented("Rate limited or quota exceeded (see Retry-After)"),
 }

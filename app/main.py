@@ -10,7 +10,7 @@ import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app import health
+from app import health, openapi
 from app.auth import routes as auth_routes
 from app.config import Settings, get_settings
 from app.conversations import routes as conversation_routes
@@ -28,6 +28,7 @@ from app.observability import RequestIdMiddleware, configure_logging
 from app.runtime import build_runtime
 from app.streaming import routes as streaming_routes
 from app.usage import routes as usage_routes
+from app.web import assets, pages
 
 logger = structlog.get_logger(__name__)
 
@@ -63,8 +64,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Accounts, conversations and streamed model replies over GraphQL and SSE.",
         lifespan=lifespan,
+        # Ours (app/web): Swagger UI with its files served here; no ReDoc, whose page needs a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
+    openapi.install(app)
 
     api = APIRouter(prefix="/api/v1", responses=ERROR_RESPONSES)
     api.include_router(auth_routes.router)
@@ -73,6 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(streaming_routes.router)
     app.include_router(api)
     app.include_router(health.router)
+    app.include_router(pages.router)
+    app.include_router(assets.router)
     app.include_router(AppGraphQLRouter(build_schema(settings), settings), prefix="/graphql")
 
     # Outermost last: request ids wrap everything, so even errors from other middleware carry one.
@@ -87,7 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_credentials=False,  # bearer tokens, not cookies
             allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "Accept", "X-Request-ID"],
+            # x-api-key: where Anthropic's SDKs (also in browsers) send the credential.
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Retry-After"],
             max_age=600,
         )

@@ -77,7 +77,7 @@ async def register(
     return TokenOut.of(session)
 
 
-@router.post("/auth/login")
+@router.post("/auth/login", responses={401: {"description": "Wrong email or password"}})
 async def login(
     body: Credentials, db: DbSession, runtime: RuntimeDep, client_ip: ClientIp
 ) -> TokenOut:

@@ -121,7 +121,7 @@ class AppGraphQLRouter(GraphQLRouter[Context, None]):
     graphql_ws_handler_class = LegacyGraphQLWSHandler
 
     def __init__(self, schema: strawberry.Schema, settings: Settings) -> None:
-        self._graphiql_cdn_url = settings.graphiql_cdn_url
+        self._assets_cdn_url = settings.assets_cdn_url
         super().__init__(
             schema,
             context_getter=get_context,
@@ -149,7 +149,7 @@ class AppGraphQLRouter(GraphQLRouter[Context, None]):
 
     async def render_graphql_ide(self, request: Request) -> HTMLResponse:
         # Our page: it also authenticates subscriptions with the Headers pane (see graphiql.py).
-        return graphiql_page(self._graphiql_cdn_url).response()
+        return graphiql_page(self._assets_cdn_url).response()
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
         params = context.connection_params

@@ -6,7 +6,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.auth.dependencies import credential_from_headers
+from app.auth.dependencies import Credential
 from app.runtime import runtime_of
 from app.streaming.service import MAX_CONTENT, ReplyInput
 from app.streaming.sse import SSEReplyResponse
@@ -14,12 +14,20 @@ from app.streaming.sse import SSEReplyResponse
 router = APIRouter(tags=["streaming"])
 
 
-_EVENTS = ["message_start", "content_block_delta", "message_delta", "message_stop", "error"]
+_EVENTS = [
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+    "error",
+]
 # One event of the stream (how OpenAPI tools read an event-stream schema); `data` is a JSON
-# object whose `type` is the event's name.
+# object whose `type` is the event's name. Anthropic's block events carry no `id`.
 SSE_EVENT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "required": ["event", "id", "data"],
+    "required": ["event", "data"],
     "properties": {
         "event": {"enum": _EVENTS},
         "id": {"type": "string", "pattern": "^[0-9]+$"},
@@ -53,8 +61,9 @@ class StreamRequest(BaseModel):
     responses={
         200: {
             "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
-            "description": "message_start, content_block_delta..., message_delta, message_stop "
-            "(or a final `error` event); `: ping` comments while the model is silent.",
+            "description": "message_start, content_block_start, content_block_delta..., "
+            "content_block_stop, message_delta, message_stop (or a final `error` event); "
+            "`: ping` comment lines while the model is silent.",
         },
         401: {"description": "No or bad credentials"},
         404: {"description": "Conversation not found (or not yours)"},
@@ -65,12 +74,12 @@ class StreamRequest(BaseModel):
     },
 )
 async def stream_message(
-    conversation_id: uuid.UUID, body: StreamRequest, request: Request
+    conversation_id: uuid.UUID, body: StreamRequest, request: Request, credential: Credential
 ) -> SSEReplyResponse:
     """Store `content` as the next user message and stream the model's reply as SSE."""
     runtime = runtime_of(request)
     reply = await runtime.replies.start(
-        credential_from_headers(request.headers),
+        credential,
         conversation_id,
         ReplyInput(content=body.content, max_tokens=body.max_tokens, temperature=body.temperature),
     )

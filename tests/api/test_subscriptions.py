@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import json
 import time
 import uuid
@@ -10,9 +10,10 @@ from typing import Any
 
 import jwt
 
+from app.graphql.executor import COUNTS
 from tests.conftest import TEST_JWT_SECRET
 from tests.support.api import Api, User
-from tests.support.streams import SUBSCRIPTION, GraphQLWebSocketTransport
+from tests.support.streams import SUBSCRIPTION, GraphQLWebSocketTransport, transports, wait_until
 
 EVENT_KINDS = ["MESSAGE_START", "CONTENT_BLOCK_DELTA", "MESSAGE_DELTA", "MESSAGE_STOP"]
 
@@ -101,10 +102,24 @@ def _short_lived_token(user: User, seconds: int) -> str:
     return jwt.encode(claims, TEST_JWT_SECRET, algorithm="HS256")
 
 
+async def _until_the_server_refuses(api: Api, token: str) -> None:
+    """Poll (with a deadline) until the server itself finds `token` expired."""
+
+    async def refused() -> bool:
+        response = await api.http.get(
+            "/api/v1/auth/me", headers={"Authorization": f"Bearer {token}"}
+        )
+        return response.status_code == 401
+
+    await wait_until(refused, timeout=10, interval=0.05)
+
+
 async def test_each_subscription_rechecks_the_token_on_an_open_socket(api: Api) -> None:
     user = await api.register()
     conversation_id = await _echo_conversation(api, user)
     transport = GraphQLWebSocketTransport(api.ws_url, "graphql-transport-ws")
+    # Minted to expire two seconds from now: valid for the first subscription, and then
+    # expired, which the test waits for by asking the server, not by sleeping.
     token = _short_lived_token(user, seconds=2)
     variables = {"conversationId": conversation_id, "content": "again"}
 
@@ -131,7 +146,7 @@ async def test_each_subscription_rechecks_the_token_on_an_open_socket(api: Api) 
         first = await subscribe(ws, "1")
         assert first[-1]["type"] == "complete"
         assert not any(m.get("payload", {}).get("errors") for m in first)
-        await asyncio.sleep(3)  # the token expires while the socket stays open
+        await _until_the_server_refuses(api, token)  # it expired; the socket stays open
         second = await subscribe(ws, "2")
         errors = [e for m in second for e in (m.get("payload") or {}).get("errors", [])]
         assert errors and errors[0]["extensions"]["code"] == "UNAUTHENTICATED"
@@ -139,3 +154,18 @@ async def test_each_subscription_rechecks_the_token_on_an_open_socket(api: Api) 
         f"/api/v1/conversations/{conversation_id}/messages", headers=user.headers
     )
     assert [m["content"] for m in rows.json()["data"] if m["role"] == "user"] == ["again"]
+
+
+async def test_the_real_schemas_events_take_the_compiled_path(api: Api) -> None:
+    """streamMessage's events, as the suite's clients select them, are built by the compiled
+    executor, not graphql-core's per-event execution (which gives the same results, slower)."""
+    user = await api.register()
+    conversation_id = await _echo_conversation(api, user)
+    before = dataclasses.replace(COUNTS)
+
+    for name in ("graphql-transport-ws", "graphql-ws"):
+        result = await transports(api.http, api.ws_url)[name].stream(user, conversation_id, name)
+        assert result.error is None and result.types[-1] == "message_stop"
+        assert COUNTS.generic == before.generic, name
+        assert COUNTS.compiled - before.compiled == len(result.events), name
+        before = dataclasses.replace(COUNTS)

@@ -1,9 +1,10 @@
 """End to end: third-party clients against the live server of tests/conftest.py.
 
 The server is real uvicorn on loopback with PostgreSQL and the fake Groq as its model provider
-(the `server` and `fake_groq` fixtures). The clients are the ones people use: Node `graphql-ws`
-and Apollo Client (scripts in js/, pinned by js/package-lock.json), Python `gql` and
-`httpx-sse`, `curl`, and Debian's Chromium driven by playwright-core (GraphiQL, and pages that
+(the `server` and `fake_groq` fixtures). The clients are the ones people use: Node `graphql-ws`,
+Apollo Client and `eventsource-parser` (scripts in js/, pinned by js/package-lock.json), Python
+`gql`, `httpx-sse` and Anthropic's `anthropic` SDK, `curl`, and Debian's Chromium driven by
+playwright-core (GraphiQL and Swagger UI with every outside request blocked, and pages that
 this suite serves from another loopback origin, in pages/).
 
 `make e2e` installs what they need (npm ci, apt-get install chromium). A local run without them
@@ -19,6 +20,7 @@ import re
 import shutil
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from tests.fakes.groq_server import RecordedRequest
 
@@ -138,17 +141,10 @@ def page_origin() -> str:
     return f"http://127.0.0.1:{free_port()}"
 
 
-@pytest.fixture(scope="module")
-async def page_server(page_origin: str) -> AsyncIterator[str]:
-    """Serves pages/ statically at `page_origin` (not the app: a page on another origin)."""
-    port = int(page_origin.rsplit(":", 1)[1])
-    config = uvicorn.Config(
-        Starlette(routes=[Mount("/", StaticFiles(directory=PAGES_DIR))]),
-        host="127.0.0.1",
-        port=port,
-        lifespan="off",
-        log_config=None,
-    )
+@asynccontextmanager
+async def serve_on_loopback(app: ASGIApp, port: int) -> AsyncIterator[str]:
+    """Serve `app` (a test's own, not the API) at http://127.0.0.1:`port` while the block runs."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -156,10 +152,40 @@ async def page_server(page_origin: str) -> AsyncIterator[str]:
             task.result()
         await asyncio.sleep(0.01)
     try:
-        yield page_origin
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=10)
+
+
+@pytest.fixture(scope="module")
+async def page_server(page_origin: str) -> AsyncIterator[str]:
+    """Serves pages/ statically at `page_origin` (not the app: a page on another origin)."""
+    port = int(page_origin.rsplit(":", 1)[1])
+    async with serve_on_loopback(
+        Starlette(routes=[Mount("/", StaticFiles(directory=PAGES_DIR))]), port
+    ):
+        yield page_origin
+
+
+async def open_page(
+    chromium: NodeClients, url: str, screenshot: Path | None, *, cdn: bool = False
+) -> Any:
+    """Open `url` (js/browser-page.mjs) and return what the page computed; with `cdn`, the CDN
+    is served locally (and Playwright intercepts requests, answering CORS preflights itself:
+    only for pages that do not call the API over fetch)."""
+    output = await chromium.run(
+        "browser-page.mjs",
+        {
+            "url": url,
+            "cdnUrl": CDN_URL if cdn else None,
+            "screenshot": str(screenshot) if screenshot else None,
+        },
+    )
+    assert output["report"]["status"] == 200
+    assert output["report"]["external"] == []
+    assert output["report"]["cdnRefused"] == []
+    return output
 
 
 @dataclass
@@ -231,20 +257,23 @@ def assert_reply_is_what_the_model_sent(
 def assert_sse_reply_is_what_the_model_sent(
     events: list[tuple[str, dict[str, Any]]], upstream: RecordedRequest, content: str
 ) -> None:
-    """SSE `(event name, data)` pairs: the four kinds in order, carrying what the fake sent."""
+    """SSE `(event name, data)` pairs: the four kinds in order, with Anthropic's block events
+    around the deltas, carrying what the fake sent."""
     names = [name for name, _ in events]
-    assert names[0] == "message_start", names
-    assert names[-2:] == ["message_delta", "message_stop"], names
-    assert set(names[1:-2]) == {"content_block_delta"}, names
+    assert names[:2] == ["message_start", "content_block_start"], names
+    assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"], names
+    assert set(names[2:-3]) == {"content_block_delta"}, names
     assert all(data["type"] == name for name, data in events)
     data = [data for _, data in events]
     start, delta = data[0], data[-2]
+    assert data[1]["content_block"] == {"type": "text", "text": ""}
+    assert start["message"]["stop_sequence"] is None
     assert start["message"]["role"] == "assistant"
     assert start["message"]["model"] == upstream.body["model"]
     assert start["message"]["usage"]["input_tokens"] > 0
     assert upstream.body["messages"][-1] == {"role": "user", "content": content}
     assert upstream.text_sent, "the fake sent no text"
-    assert "".join(d["delta"]["text"] for d in data[1:-2]) == upstream.text_sent
+    assert "".join(d["delta"]["text"] for d in data[2:-3]) == upstream.text_sent
     assert delta["delta"]["stop_reason"] == "end_turn"
     assert upstream.usage is not None
     assert delta["usage"]["output_tokens"] == upstream.usage["completion_tokens"]

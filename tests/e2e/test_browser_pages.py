@@ -19,6 +19,7 @@ from tests.e2e.conftest import (
     StreamedReply,
     assert_reply_is_what_the_model_sent,
     assert_sse_reply_is_what_the_model_sent,
+    open_page,
 )
 from tests.fakes.groq_server import FakeGroq, Scenario
 from tests.support.api import Api
@@ -31,25 +32,6 @@ TOKENS = ["A", " page", " on", " another", " origin", " reads", " the", " stream
 @pytest.fixture(scope="module")
 def server_settings(page_origin: str) -> dict[str, Any]:
     return {"cors_origins": [page_origin]}
-
-
-async def open_page(
-    chromium: NodeClients, url: str, screenshot: Path | None, *, cdn: bool = False
-) -> Any:
-    """Open `url`; with `cdn`, the CDN is served locally (and Playwright intercepts requests,
-    answering CORS preflights itself: only for pages that do not call the API over fetch)."""
-    output = await chromium.run(
-        "browser-page.mjs",
-        {
-            "url": url,
-            "cdnUrl": CDN_URL if cdn else None,
-            "screenshot": str(screenshot) if screenshot else None,
-        },
-    )
-    assert output["report"]["status"] == 200
-    assert output["report"]["external"] == []
-    assert output["report"]["cdnRefused"] == []
-    return output
 
 
 async def test_fetch_reads_the_sse_stream_as_it_arrives(

@@ -1,21 +1,25 @@
-"""GraphiQL at /graphql in headless Chromium (js/graphiql.mjs), used as a person would.
+"""GraphiQL at /graphql in headless Chromium (js/graphiql.mjs), used as a person would, with
+every request that would leave loopback aborted.
 
-The page loads React, GraphiQL and graphql-ws from the CDN with Subresource Integrity; the
-browser script answers those URLs from the npm packages in js/node_modules, so the page only
-runs if they are byte-identical to what app/graphql/graphiql.py pins.
+By default the page loads React, GraphiQL and graphql-ws from this service (the copies shipped
+in app/web/vendor), with Subresource Integrity. With ASSETS_CDN_URL it loads them from that CDN;
+the browser script then answers the CDN's URLs from the npm packages in js/node_modules, so the
+page only runs if they are byte-identical to what app/web/assets.py pins.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from app.graphql.graphiql import ASSETS, graphiql_page
-from tests.conftest import LiveServer
+from app.graphql.graphiql import graphiql_page
+from app.web.assets import GRAPHIQL_ASSETS as ASSETS
+from app.web.assets import VENDOR_DIR, sri
+from tests.conftest import Database, LiveServer, base_settings, start_server, stop_server
 from tests.e2e.conftest import (
     CDN_URL,
     PAGES_DIR,
@@ -40,12 +44,14 @@ def graphiql(
     headers: object = None,
     until: str,
     screenshot: Path | None = None,
+    **more: object,
 ) -> dict[str, object]:
     """Options for js/graphiql.mjs: what to paste into each pane (None: leave it empty), the
     text to wait for in the result pane, and where to save the screenshot."""
     return {
         "graphqlUrl": f"{server.base_url}/graphql",
-        "cdnUrl": CDN_URL,
+        "cdnUrl": server.settings.assets_cdn_url,
+        **more,
         "query": query.strip() + "\n",
         "variables": None if variables is None else json.dumps(variables),
         "headers": None if headers is None else json.dumps(headers),
@@ -62,9 +68,10 @@ def test_graphiql_assets_are_the_pinned_npm_files(node_modules: Path) -> None:
     for asset in ASSETS:
         root = node_modules / asset.package
         assert json.loads((root / "package.json").read_text())["version"] == asset.version
-        digest = hashlib.sha384((root / asset.path).read_bytes()).digest()
-        assert asset.integrity == "sha384-" + base64.b64encode(digest).decode()
-        assert asset.url(CDN_URL) in graphiql_page().html
+        assert asset.integrity == sri((root / asset.path).read_bytes())
+        assert (VENDOR_DIR / asset.name).read_bytes() == (root / asset.path).read_bytes()
+        assert f'"/assets/{asset.name}" integrity="{asset.integrity}"' in graphiql_page().html
+        assert asset.url(CDN_URL) in graphiql_page(CDN_URL).html
 
 
 def test_the_page_loads_its_assets_from_the_configured_cdn_only() -> None:
@@ -114,9 +121,11 @@ async def test_graphiql_streams_a_subscription_authenticated_by_the_headers_pane
     report = output["report"]
     assert report["status"] == 200
     assert report["csp"] == graphiql_page().content_security_policy
-    assert sorted(report["cdnServed"]) == sorted(asset.url(CDN_URL) for asset in ASSETS)
-    assert report["cdnRefused"] == []
-    assert report["external"] == []
+    assert report["cdnServed"] == [] and report["external"] == []
+    for asset in ASSETS:
+        assert f"GET {server.base_url}{asset.url(None)}" in report["requests"]
+    (socket,) = report["websockets"]
+    assert socket["url"] == server.ws_url
     assert report["pageErrors"] == []
     assert report["console"] == []
     assert json.loads(output["variablesPane"])["conversationId"] == conversation_id
@@ -172,3 +181,75 @@ async def test_graphiql_sends_the_headers_pane_with_queries_over_http(
 
     assert json.loads(output["responses"][-1]) == {"data": {"me": {"email": user.email}}}
     assert output["report"]["websockets"] == []
+
+
+async def test_a_subscription_pasted_and_run_at_once_goes_over_the_websocket(
+    chromium: NodeClients, server: LiveServer, api: Api, fake_groq: FakeGroq, artifacts: Path
+) -> None:
+    """GraphiQL hands the fetcher its last parse of the editor, from before the paste (here a
+    query named Me); the operation actually sent is a subscription, and it streams."""
+    user = await api.register()
+    conversation_id = (await api.create_conversation(user))["id"]
+    fake_groq.enqueue(Scenario(tokens=TOKENS, token_interval=0.02))
+    first_request = len(fake_groq.requests)
+    content = "Pasted and run"
+
+    output = await chromium.run(
+        "graphiql.mjs",
+        graphiql(
+            server,
+            STREAM,
+            variables={"conversationId": conversation_id, "content": content},
+            headers={"Authorization": f"Bearer {user.token}"},
+            until="MESSAGE_STOP",
+            screenshot=artifacts / "graphiql-pasted-subscription.png",
+            previousQuery="query Me { me { email } }",
+            runAtOnce=True,
+        ),
+    )
+
+    report = output["report"]
+    (socket,) = report["websockets"]  # before the fix: none, and an HTTP error in the pane
+    assert any('"type":"subscribe"' in frame for frame in socket["sent"])
+    shown = [json.loads(value) for value in distinct_in_order(output["responses"])]
+    reply = StreamedReply.from_results(shown)
+    assert_reply_is_what_the_model_sent(reply, fake_groq.requests[first_request], content)
+
+
+@pytest.fixture(scope="module")
+async def cdn_server(
+    database: Database, fake_groq: FakeGroq, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[LiveServer]:
+    """The same service configured with ASSETS_CDN_URL."""
+    settings = base_settings(
+        database, fake_groq, tmp_path_factory.mktemp("cdn"), assets_cdn_url=CDN_URL
+    )
+    live, uv_server, task = await start_server(settings)
+    try:
+        yield live
+    finally:
+        await stop_server(uv_server, task)
+
+
+async def test_with_a_cdn_configured_graphiql_loads_from_it_and_still_works(
+    chromium: NodeClients, cdn_server: LiveServer
+) -> None:
+    async with httpx.AsyncClient(base_url=cdn_server.base_url, timeout=30) as http:
+        user = await Api(http, cdn_server.ws_url).register()
+
+    output = await chromium.run(
+        "graphiql.mjs",
+        graphiql(
+            cdn_server,
+            "query Me { me { email } }",
+            headers={"Authorization": f"Bearer {user.token}"},
+            until='"email"',
+        ),
+    )
+
+    report = output["report"]
+    assert report["csp"] == graphiql_page(CDN_URL).content_security_policy
+    assert sorted(report["cdnServed"]) == sorted(asset.url(CDN_URL) for asset in ASSETS)
+    assert report["cdnRefused"] == [] and report["external"] == []
+    assert not any("/assets/" in request for request in report["requests"])
+    assert json.loads(output["responses"][-1]) == {"data": {"me": {"email": user.email}}}

@@ -47,6 +47,8 @@ class StreamResult:
     # Before the stream: (status or GraphQL code). After it started: the error event's type/code.
     error: dict[str, Any] | None = None
     raw: list[str] = field(default_factory=list)  # SSE only: the raw lines, comments included
+    # SSE only: every event as sent, (name, id or None, data), Anthropic's block events included
+    sse: list[tuple[str, int | None, dict[str, Any]]] = field(default_factory=list)
 
     @property
     def types(self) -> list[str]:
@@ -148,6 +150,11 @@ class SSETransport:
             assert response.headers["x-accel-buffering"] == "no"
             deltas = 0
             async for name, event_id, data in _sse_events(response, result.raw):
+                result.sse.append((name, event_id, data))
+                if name in BLOCK_EVENTS:
+                    assert event_id is None, "block events carry no id"
+                    continue  # Anthropic's framing around the text; not events of the reply
+                assert event_id is not None
                 event = _normal_sse(name, data)
                 event["id"] = event_id
                 result.events.append(event)
@@ -162,9 +169,14 @@ class SSETransport:
         return result
 
 
+BLOCK_EVENTS = ("content_block_start", "content_block_stop")
+
+
 async def _sse_events(
     response: httpx.Response, raw: list[str]
-) -> AsyncIterator[tuple[str, int, dict[str, Any]]]:
+) -> AsyncIterator[tuple[str, int | None, dict[str, Any]]]:
+    """Each event as (name, its own `id` line or None, data). Unlike a browser this does not
+    carry the last id over to events without one, so the tests see what was sent."""
     name, event_id, data = None, None, None
     async for line in response.aiter_lines():
         raw.append(line)
@@ -172,7 +184,7 @@ async def _sse_events(
             continue
         if not line:
             if name is not None:
-                assert event_id is not None and data is not None
+                assert data is not None
                 yield name, event_id, data
             name, event_id, data = None, None, None
             continue

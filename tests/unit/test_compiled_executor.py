@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import strawberry
+from strawberry.extensions import FieldExtension
+from strawberry.permission import BasePermission
 from strawberry.scalars import JSON
 
 from app.conversations.graphql import MessageType, Role
-from app.graphql.executor import CompiledEventExecutor
+from app.graphql.executor import COUNTS, CompiledEventExecutor
 from app.graphql.schema import Mutation, Query
 from app.streaming.graphql import (
     STREAM_EVENT_TYPES,
@@ -144,3 +147,82 @@ async def test_a_null_in_a_non_null_field_falls_back_to_graphql_cores_error() ->
     expected = await results(False, query, {})
     assert expected[0][1], "graphql-core reports the null"
     assert await results(True, query, {}) == expected
+
+
+# --- the fast path runs, and steps aside for what Strawberry must run ----------------------------
+
+
+async def test_the_compiled_path_runs_for_every_event() -> None:
+    before = dataclasses.replace(COUNTS)
+    query = SELECTIONS["everything"]
+    assert await results(True, query, {}) == await results(False, query, {})
+    assert COUNTS.compiled - before.compiled == len(events())
+    assert COUNTS.generic == before.generic
+
+
+class Denied(BasePermission):
+    message = "not for you"
+
+    def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
+        return False
+
+
+class Shout(FieldExtension):
+    def resolve(self, next_: Callable[..., Any], source: Any, info: Any, **kwargs: Any) -> Any:
+        return str(next_(source, info, **kwargs)).upper()
+
+
+@strawberry.type
+class Guarded:
+    visible: str
+    secret: str = strawberry.field(permission_classes=[Denied])
+    loud: str = strawberry.field(extensions=[Shout()])
+
+
+@strawberry.type(name="Subscription")
+class GuardedSubscription:
+    @strawberry.subscription
+    async def guarded(self) -> AsyncGenerator[Guarded, None]:
+        for _ in range(3):
+            yield Guarded(visible="v", secret="s", loud="l")
+
+
+def guarded_schema(compiled: bool) -> strawberry.Schema:
+    return strawberry.Schema(
+        query=Query,
+        subscription=GuardedSubscription,
+        execution_context_class=CompiledEventExecutor if compiled else None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("selection", "expected"),
+    [
+        ("visible secret", None),  # the permission refuses: an error, and `guarded` null
+        ("visible loud", {"visible": "v", "loud": "L"}),  # the extension ran
+    ],
+)
+async def test_fields_with_permissions_or_extensions_take_graphql_cores_path(
+    selection: str, expected: dict[str, str] | None
+) -> None:
+    query = f"subscription {{ guarded {{ {selection} }} }}"
+
+    async def run(compiled: bool) -> list[Any]:
+        stream = await guarded_schema(compiled).subscribe(query)
+        return [(r.data, [e.message for e in r.errors or []]) async for r in stream]
+
+    before = dataclasses.replace(COUNTS)
+    generic = await run(False)
+    compiled = await run(True)
+
+    assert compiled == generic
+    assert COUNTS.compiled == before.compiled  # never the fast path
+    if expected is None:
+        assert generic[0] == (None, ["not for you"])
+    else:
+        assert generic[0] == ({"guarded": expected}, [])
+    # A plain selection of the same type still compiles.
+    before = dataclasses.replace(COUNTS)
+    stream = await guarded_schema(True).subscribe("subscription { guarded { visible } }")
+    assert [r.data async for r in stream] == [{"guarded": {"visible": "v"}}] * 3
+    assert COUNTS.compiled - before.compiled == 3

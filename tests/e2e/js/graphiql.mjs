@@ -2,13 +2,17 @@
 // into the query editor, its variables into the Variables pane and the Authorization header into
 // the Headers pane (null: leave a pane alone), press Run, and watch the result pane. Every value
 // the result pane shows is recorded in order, and a screenshot of the final state is saved.
-// Input: one JSON argument {graphqlUrl, cdnUrl, query, variables, headers, until, screenshot}.
+// With `runAtOnce`, Run is pressed (Ctrl+Enter) right after the paste, before GraphiQL has
+// re-parsed the editor, as a person who pastes and runs does.
+// Input: one JSON argument {graphqlUrl, cdnUrl, query, variables, headers, until, screenshot,
+// runAtOnce, previousQuery}; every request leaving loopback is aborted and reported.
 // Output: JSON on stdout {variablesPane, headersPane, responses, visibleResponse, report}.
 import { launch } from "./lib/chromium.mjs";
 import { options } from "./lib/options.mjs";
 
-const { graphqlUrl, cdnUrl, query, variables, headers, until, screenshot } = options();
-const { page, report, close } = await launch({ cdnUrl });
+const { graphqlUrl, cdnUrl, query, variables, headers, until, screenshot, runAtOnce, previousQuery } =
+  options();
+const { page, report, close } = await launch({ cdnUrl, offline: true });
 
 function editor(selector) {
   return page.locator(`${selector} .CodeMirror`).first();
@@ -33,7 +37,14 @@ try {
     cm.on("change", () => window.e2eResponses.push(cm.getValue()));
   });
 
-  await replaceText(".graphiql-query-editor", query);
+  if (previousQuery) {
+    // What the editor held before: GraphiQL has parsed it (its operation is the one named).
+    await replaceText(".graphiql-query-editor", previousQuery);
+    await page.locator("button.graphiql-execute-button:not([aria-haspopup])").waitFor();
+  }
+  if (!runAtOnce) {
+    await replaceText(".graphiql-query-editor", query);
+  }
   for (const [tab, text] of [
     ["Variables", variables],
     ["Headers", headers],
@@ -50,9 +61,14 @@ try {
     ),
   );
 
-  // GraphiQL re-parses the query shortly after an edit; until then it still sees the default
-  // query's three operations, and Run would open a menu to choose one.
-  await page.locator("button.graphiql-execute-button:not([aria-haspopup])").click();
+  if (runAtOnce) {
+    await replaceText(".graphiql-query-editor", query);
+    await page.keyboard.press("ControlOrMeta+Enter");
+  } else {
+    // GraphiQL re-parses the query shortly after an edit; until then it still sees the default
+    // query's three operations, and Run would open a menu to choose one.
+    await page.locator("button.graphiql-execute-button:not([aria-haspopup])").click();
+  }
   await page.waitForFunction(
     (text) => window.e2eResponses.some((value) => value.includes(text)),
     until,

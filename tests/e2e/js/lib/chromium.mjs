@@ -81,10 +81,10 @@ async function serveFromNodeModules(route, cdnUrl, url, report) {
 
 /**
  * Launch Chromium with a fresh profile; returns { context, page, report, close }.
- * With `cdnUrl`, requests to it are answered from node_modules and other non-loopback
- * requests are aborted.
+ * With `cdnUrl`, requests to it are answered from node_modules; with `cdnUrl` or `offline`,
+ * every other request that would leave loopback is aborted (and reported in `external`).
  */
-export async function launch({ cdnUrl }) {
+export async function launch({ cdnUrl, offline = false }) {
   const profile = await mkdtemp(join(tmpdir(), "e2e-chromium-"));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
@@ -104,12 +104,12 @@ export async function launch({ cdnUrl }) {
   // While Playwright intercepts requests it answers CORS preflights itself, allowing anything,
   // which would hide the API's own CORS answers: pages that call the API cross-origin are opened
   // without interception (no cdnUrl), and then requests leaving loopback are only reported.
-  if (cdnUrl) {
+  if (cdnUrl || offline) {
     await context.route(
       (url) => !isLoopback(url.href),
       async (route) => {
         const url = route.request().url();
-        if (url.startsWith(cdnUrl)) {
+        if (cdnUrl && url.startsWith(cdnUrl)) {
           await serveFromNodeModules(route, cdnUrl, url, report);
           return;
         }
