@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import ssl as ssl_module
 import time
 import uuid
 from collections import deque
@@ -283,8 +284,10 @@ class FakeUpstream:
         port: int = 0,
         default_scenario: Scenario | None = None,
         record_requests: bool = True,
+        ssl: ssl_module.SSLContext | None = None,
     ) -> None:
         self.api_key = api_key  # None accepts any key
+        self.ssl = ssl  # serve https:// with this context
         self.host = host
         self.port = port
         self.default_scenario = self._initial_default = default_scenario or Scenario()
@@ -299,7 +302,8 @@ class FakeUpstream:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def enqueue(self, *scenarios: Scenario) -> None:
         """Answer the next requests with these scenarios, in order."""
@@ -313,7 +317,7 @@ class FakeUpstream:
 
     async def start(self) -> FakeUpstream:
         self._server = await asyncio.start_server(
-            self._handle, self.host, self.port, limit=_READ_SIZE, backlog=1024
+            self._handle, self.host, self.port, limit=_READ_SIZE, backlog=1024, ssl=self.ssl
         )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
