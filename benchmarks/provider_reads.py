@@ -247,8 +247,9 @@ def markdown(results: list[Result]) -> str:
         "TLS, chunked decoding, no proxies), after a one-off comparison through `GroqProvider` "
         "on this machine (the same harness, the old transport passed in as the SDK's "
         "`http_client`): burst 6.8 to 9.5 µs/chunk for it against 7.5 to 8.4 for aiohttp and "
-        "20 to 23 for httpx; paced 20.5 to 21.5 against 22.8 to 30.8 and 61 to 62. The maintained client "
-        "costs about what the home-made one did, and honours HTTPS_PROXY / NO_PROXY.",
+        "20 to 23 for httpx; paced 20.5 to 21.5 against 22.8 to 30.8 and 61 to 62. The "
+        "maintained client costs about what the home-made one did, and honours HTTPS_PROXY / "
+        "NO_PROXY.",
         "",
         "| pace | provider | " + " | ".join(f"{c} µs/chunk" for c in clients) + " |",
         "| --- | --- | " + " | ".join("---:" for _ in clients) + " |",
