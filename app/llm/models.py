@@ -137,9 +137,8 @@ class _Entry(BaseModel):
     provider: ProviderName | None = None
     context_window: PositiveInt | None = None
     max_output_tokens: PositiveInt | None = None
-    # TOML writes 0 and 0.15 differently; both are prices.
-    input_price_per_million: Annotated[Price, Field(strict=False)] | None = None
-    output_price_per_million: Annotated[Price, Field(strict=False)] | None = None
+    input_price_per_million: Price | None = None  # strict still takes an integer (0) as a price
+    output_price_per_million: Price | None = None
     prices_read: date | None = None
     enabled: bool = True
 
