@@ -34,7 +34,7 @@ from app.llm.models import (
 MIN_SECRET_BYTES = 32
 
 # How the model providers' SDKs talk HTTP: the SDKs' supported aiohttp client (cheapest per
-# chunk) or httpx's own transport. Both honour HTTPS_PROXY / NO_PROXY. See app/llm/clients.py.
+# chunk) or httpx's own transport. Both honour HTTPS_PROXY / NO_PROXY. See app/llm/sdk.py.
 HttpClientKind = Literal["aiohttp", "httpx"]
 
 # Values copied from docs and examples that must never sign production tokens.
@@ -252,6 +252,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"{reason} (APP_ENV=production refuses weak secrets)")
         elif secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+        return self
+
+    @model_validator(mode="after")
+    def _providers_can_serve(self) -> Settings:
         provider = self.resolved_llm_provider
         if provider != "echo" and provider not in self.configured_providers:
             needs = {

@@ -246,11 +246,9 @@ class _SdkStream:
                     # No yield inside: the deadline cancels only this stream's own work.
                     async with asyncio.timeout_at(deadline) as first_token:
                         first = await anext(events)
-                except TimeoutError:
-                    if not first_token.expired():
-                        raise
-                    raise self._silence() from None
                 except Exception as exc:  # noqa: BLE001  (classified; the unknown re-raised)
+                    if isinstance(exc, TimeoutError) and first_token.expired():
+                        raise self._silence() from None  # the deadline is spent: no retry
                     failure = self._failure(exc)
                     wait = self._retry_wait(failure, attempt, deadline - loop.time())
                     if wait is None:
@@ -343,6 +341,9 @@ class _SdkStream:
                 exc.body,  # type: ignore[attr-defined]
                 self._wire.overloaded_statuses,
             )
+        if isinstance(exc, TimeoutError):  # a timeout no library wrapped (aiohttp's, say)
+            message = f"{label} sent nothing for {self._policy.timeout:g} seconds"
+            return AttemptFailed(ProviderError(message, kind="timeout_error"), retryable=True)
         if isinstance(exc, errors.timeout | errors.http_timeout) and not _lost_connection(exc):
             cause = exc.__cause__ if isinstance(exc, errors.timeout) else exc
             if isinstance(cause, errors.pool_timeout):
