@@ -21,7 +21,13 @@ from groq.types.chat import ChatCompletionMessageParam
 from app.config import Settings
 from app.llm.base import ChatMessage, ChatRequest
 from app.llm.chat_completions import ChatCompletionsParser
-from app.llm.sdk import ProviderOptions, SdkErrors, SdkProvider, SdkResponse
+from app.llm.sdk import (
+    ProviderOptions,
+    SdkErrors,
+    SdkProvider,
+    SdkResponse,
+    read_whole_buffers,
+)
 
 ERRORS = SdkErrors(
     status=groq.APIStatusError,
@@ -97,6 +103,7 @@ def _http_client(options: ProviderOptions, timeout: httpx.Timeout) -> httpx.Asyn
     n = options.max_connections
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     if options.http_client == "aiohttp":
+        read_whole_buffers()
         return groq.DefaultAioHttpClient(timeout=timeout, limits=limits)
     return groq.DefaultAsyncHttpxClient(timeout=timeout, limits=limits)
 

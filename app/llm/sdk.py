@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import random
 import re
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
@@ -52,6 +53,26 @@ _DRAIN_SECONDS = 0.5
 MAX_LINE_BYTES = 4 * 1024 * 1024
 # Only a short identifier from an upstream body reaches a message; never the body itself.
 SAFE_CODE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+# httpx-aiohttp hands a body over 16 KiB at a time. While the server is behind, the reply pipeline
+# reads its provider at most every STREAM_COALESCE_MS, so that size would cap a stream at about
+# 0.5 MB/s exactly when it has to catch up. One read takes what the socket buffered instead (the
+# SDKs ship their own copies of the adapter: each gets the same size).
+_AIOHTTP_READ_BYTES = 1 << 20
+_AIOHTTP_STREAMS = (
+    "httpx_aiohttp.transport",
+    "openai._vendor.httpx_aiohttp.transport",
+    "anthropic._vendor.httpx_aiohttp.transport",
+)
+
+
+def read_whole_buffers() -> None:
+    """Let the SDKs' aiohttp clients hand over everything buffered in one read."""
+    for name in _AIOHTTP_STREAMS:
+        with contextlib.suppress(ImportError, AttributeError):
+            stream = importlib.import_module(name).AiohttpResponseStream
+            stream.CHUNK_SIZE = max(stream.CHUNK_SIZE, _AIOHTTP_READ_BYTES)
 
 
 class AttemptFailed(Exception):
@@ -111,6 +132,8 @@ class ProviderOptions:
     ) -> httpx2.AsyncClient:
         """An httpx2 client for the openai or anthropic SDK, built by the SDK's own factories."""
         factory = aiohttp_client if self.http_client == "aiohttp" else httpx_client
+        if self.http_client == "aiohttp":
+            read_whole_buffers()
         # Neither passes a transport, so both honour HTTPS_PROXY / NO_PROXY (httpx2's mounts).
         n = self.max_connections
         return factory(
