@@ -40,24 +40,6 @@ class ProviderCase:
         base_url = options.pop("base_url", fake.base_url)
         return self.build(base_url, api_key, ProviderOptions(**options))
 
-    def settings(self, fake: FakeUpstream) -> dict[str, Any]:
-        """Settings overrides that make this provider the server's default."""
-        base_url = fake.base_url
-        if self.provider_name == "groq":
-            return {"llm_provider": "groq", "groq_api_key": API_KEY, "groq_base_url": base_url}
-        if self.provider_name == "openai":
-            key = API_KEY if self.needs_key else None
-            return {
-                "llm_provider": "openai",
-                "openai_api_key": key,
-                "openai_base_url": f"{base_url}/v1",
-            }
-        return {
-            "llm_provider": "anthropic",
-            "anthropic_api_key": API_KEY,
-            "anthropic_base_url": base_url,
-        }
-
 
 def _openai(flavor: Flavor, *, needs_key: bool = True) -> ProviderCase:
     return ProviderCase(
