@@ -175,7 +175,11 @@ async def test_an_error_event_mid_stream_is_an_error_event(
 
 @pytest.mark.parametrize(
     ("failure", "kind"),
-    [(Scenario(status=500), "upstream_error"), (Scenario(status=429), "rate_limit_error")],
+    # Advised waits of 0: three attempts fit in the first token's deadline whatever the jitter.
+    [
+        (Scenario(status=500, retry_after="0"), "upstream_error"),
+        (Scenario(status=429, retry_after="0"), "rate_limit_error"),
+    ],
     ids=["500", "429"],
 )
 async def test_failures_before_the_first_token_are_retried_then_reported(
