@@ -88,12 +88,14 @@ $(E2E_JS)/node_modules/.package-lock.json: $(E2E_JS)/package.json $(E2E_JS)/pack
 
 # Benchmarks on PostgreSQL (TEST_DATABASE_URL, a superuser: the run creates and drops its own
 # database): writes docs/benchmarks.{md,json,png}; each run's raw files go to benchmarks/.results/.
+# Then the CPU per streamed chunk of each provider (benchmarks/provider_reads.py, ~2 minutes).
 # A subset, results in benchmarks/.results only: .venv/bin/python -m benchmarks.run --only throughput
 # --quick (see --help for profiles with py-spy and --set NAME=VALUE for API settings).
 bench: dev
 	@$(BIN)/python -c 'import matplotlib, psutil, uvloop' 2>/dev/null && test -x $(BIN)/py-spy || \
 		$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run --docs $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.provider_reads --docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

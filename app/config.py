@@ -24,11 +24,19 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.llm.models import (
+    DEFAULT_MODELS,
+    REAL_PROVIDERS,
+    CatalogueError,
+    ProviderName,
+    load_catalogue,
+)
+
 MIN_SECRET_BYTES = 32
 
-# How the Groq provider talks HTTP: our buffered HTTP/1.1 transport (fast; no proxy support) or
-# httpx's own (honours HTTPS_PROXY). See app/llm/http.py.
-HttpClientKind = Literal["buffered", "httpx"]
+# How the model providers' SDKs talk HTTP: the SDKs' supported aiohttp client (cheapest per
+# chunk) or httpx's own transport. Both honour HTTPS_PROXY / NO_PROXY. See app/llm/sdk.py.
+HttpClientKind = Literal["aiohttp", "httpx"]
 
 # Values copied from docs and examples that must never sign production tokens.
 _PLACEHOLDER_SECRETS = frozenset(
@@ -182,17 +190,26 @@ class Settings(BaseSettings):
     access_token_expire_minutes: int = Field(default=30, ge=1, le=60 * 24 * 30)
     bcrypt_rounds: int = Field(default=12, ge=4, le=16)
 
-    # --- model provider ---
-    llm_provider: Literal["groq", "echo"] | None = None
+    # --- model providers ---
+    # The provider of conversations whose model names none; every configured provider is usable.
+    llm_provider: ProviderName | None = None
     groq_api_key: SecretStr | None = None
     groq_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    # TOML file adding models to the built-in catalogue or overriding their fields.
+    models_file: Path | None = None
+    # None: on, except in production when a real provider is configured.
+    echo_enabled: bool | None = None
     default_model: str | None = None
     llm_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     llm_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     llm_max_retries: int = Field(default=2, ge=0, le=10)
     llm_retry_max_wait_seconds: float = Field(default=10.0, ge=0, le=120)
     llm_max_connections: int = Field(default=1000, ge=1, le=100_000)
-    llm_http_client: HttpClientKind = "buffered"
+    llm_http_client: HttpClientKind = "aiohttp"
     echo_token_delay_seconds: float = Field(default=0.02, ge=0, le=5)
 
     # --- streaming ---
@@ -262,12 +279,32 @@ class Settings(BaseSettings):
         return [normalize_origin(origin) for origin in value]
 
     @field_validator(
-        "jwt_secret", "groq_api_key", "supabase_jwt_secret", "assets_cdn_url", mode="before"
+        "jwt_secret",
+        "groq_api_key",
+        "openai_api_key",
+        "anthropic_api_key",
+        "groq_base_url",
+        "openai_base_url",
+        "anthropic_base_url",
+        "models_file",
+        "supabase_jwt_secret",
+        "assets_cdn_url",
+        mode="before",
     )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         # `JWT_SECRET=` in a .env file means "not set", never "sign with an empty key".
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("models_file")
+    @classmethod
+    def _valid_models_file(cls, value: Path | None) -> Path | None:
+        # Read now, so a broken file stops the start-up with its name, model and field.
+        try:
+            load_catalogue(value)
+        except CatalogueError as error:
+            raise ValueError(str(error)) from None
+        return value
 
     @model_validator(mode="after")
     def _production_guards(self) -> Settings:
@@ -280,9 +317,32 @@ class Settings(BaseSettings):
                 raise ValueError(f"{reason} (APP_ENV=production refuses weak secrets)")
         elif secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
             raise ValueError(f"JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
-        if self.resolved_llm_provider == "groq" and self.groq_api_key is None:
-            raise ValueError("LLM_PROVIDER=groq needs GROQ_API_KEY")
         self._check_external_issuer()
+        return self
+
+    @model_validator(mode="after")
+    def _providers_can_serve(self) -> Settings:
+        provider = self.resolved_llm_provider
+        if provider != "echo" and provider not in self.configured_providers:
+            needs = {
+                "groq": "GROQ_API_KEY",
+                "openai": "OPENAI_API_KEY or OPENAI_BASE_URL",
+                "anthropic": "ANTHROPIC_API_KEY or ANTHROPIC_BASE_URL",
+            }
+            raise ValueError(f"LLM_PROVIDER={provider} needs {needs[provider]}")
+        if provider == "echo" and self.echo_enabled is False:
+            raise ValueError("LLM_PROVIDER=echo contradicts ECHO_ENABLED=false")
+        default_model = load_catalogue(self.models_file).find(self.resolved_default_model)
+        if default_model is None:
+            raise ValueError(f"DEFAULT_MODEL {self.resolved_default_model} is not in the catalogue")
+        offered = default_model.provider in self.configured_providers or (
+            default_model.provider == "echo" and self.resolved_echo_enabled
+        )
+        if not offered:
+            raise ValueError(
+                f"DEFAULT_MODEL {default_model.id} is a {default_model.provider} model, and that "
+                "provider is not configured"
+            )
         return self
 
     def _check_external_issuer(self) -> None:
@@ -328,16 +388,37 @@ class Settings(BaseSettings):
         return timedelta(seconds=self.stream_checkpoint_seconds * 3)
 
     @property
-    def resolved_llm_provider(self) -> Literal["groq", "echo"]:
+    def configured_providers(self) -> tuple[ProviderName, ...]:
+        """The real providers with credentials or an endpoint, in order of preference."""
+        configured = {
+            "groq": self.groq_api_key is not None,
+            # An OpenAI-compatible server (Ollama, vLLM, ...) may need no key at all.
+            "openai": self.openai_api_key is not None or self.openai_base_url is not None,
+            "anthropic": self.anthropic_api_key is not None or self.anthropic_base_url is not None,
+        }
+        return tuple(name for name in REAL_PROVIDERS if configured[name])
+
+    @property
+    def resolved_llm_provider(self) -> ProviderName:
         if self.llm_provider is not None:
             return self.llm_provider
-        return "groq" if self.groq_api_key is not None else "echo"
+        configured = self.configured_providers
+        return configured[0] if configured else "echo"
+
+    @property
+    def resolved_echo_enabled(self) -> bool:
+        if self.echo_enabled is not None:
+            return self.echo_enabled
+        if self.resolved_llm_provider == "echo":
+            return True
+        # A production server with a real model does not offer a fake one unless asked to.
+        return not (self.is_production and self.configured_providers)
 
     @property
     def resolved_default_model(self) -> str:
         if self.default_model:
             return self.default_model
-        return "echo" if self.resolved_llm_provider == "echo" else "llama-3.1-8b-instant"
+        return DEFAULT_MODELS[self.resolved_llm_provider]
 
     @property
     def resolved_graphiql(self) -> bool:

@@ -8,7 +8,7 @@ application state (`request.app.state.runtime`).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import structlog
@@ -20,8 +20,7 @@ from app.config import Settings
 from app.conversations.service import Conversations
 from app.db import create_engine, create_sessionmaker, rls_bypassed
 from app.llm.base import ChatProvider
-from app.llm.echo import EchoProvider
-from app.llm.models import get_model
+from app.llm.providers import serve_models
 from app.llm.tokens import encoding
 from app.ratelimit.service import Limits, build_limits
 from app.streaming.service import Replies
@@ -41,24 +40,18 @@ class Runtime:
     limits: Limits
 
 
-def build_providers(settings: Settings) -> dict[str, ChatProvider]:
-    """Providers by name. `echo` is always there; `groq` when configured."""
-    providers: dict[str, ChatProvider] = {"echo": EchoProvider(settings.echo_token_delay_seconds)}
-    if settings.resolved_llm_provider == "groq":
-        from app.llm.groq import GroqProvider
-
-        providers["groq"] = GroqProvider.from_settings(settings)
-    return providers
+def build_providers(settings: Settings) -> AbstractAsyncContextManager[dict[str, ChatProvider]]:
+    """Providers by name (every configured one, and `echo` while it is enabled), with the
+    catalogue installed; closed on exit."""
+    return serve_models(settings)
 
 
 @asynccontextmanager
 async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    get_model(settings.resolved_default_model)  # DEFAULT_MODEL must be in the catalogue
     encoding()  # load the vocabulary now (~0.3 s), not in the first user's request
     engine = create_engine(settings)
-    providers = build_providers(settings)
     try:
-        async with build_limits(settings) as limits:
+        async with build_providers(settings) as providers, build_limits(settings) as limits:
             accounts = Accounts.from_settings(settings, limits)
             await _warn_if_rls_is_bypassed(engine)
             sessionmaker = create_sessionmaker(engine)
@@ -91,8 +84,6 @@ async def build_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 # slots, before the limits and the engine go away.
                 await replies.shutdown()
     finally:
-        for provider in providers.values():
-            await provider.aclose()
         await engine.dispose()
 
 

@@ -35,7 +35,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from alembic import command
 from app.config import Settings
 from app.main import create_app
+from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.groq_server import FakeGroq
+from tests.fakes.openai_server import FakeOpenAI
 from tests.support.api import Api
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,13 +201,37 @@ async def fake_groq() -> AsyncIterator[FakeGroq]:
         yield fake
 
 
+@pytest.fixture(scope="session")
+async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+    async with FakeOpenAI(api_key=TEST_API_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+async def fake_anthropic() -> AsyncIterator[FakeAnthropic]:
+    async with FakeAnthropic(api_key=TEST_API_KEY) as fake:
+        yield fake
+
+
+_FAKES = ("fake_groq", "fake_openai", "fake_anthropic")
+
+
 @pytest.fixture(autouse=True)
-def _reset_fake_groq(request: pytest.FixtureRequest) -> Iterator[None]:
+def _reset_fakes(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    if "fake_groq" in request.fixturenames:
-        fake = request.getfixturevalue("fake_groq")
-        if hasattr(fake, "reset"):  # TODO(fake): reset() lands with the fake's next revision
-            fake.reset()
+    for name in _FAKES:
+        if name in request.fixturenames:
+            request.getfixturevalue(name).reset()
+
+
+def every_provider(fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic) -> dict[str, Any]:
+    """Settings overrides adding OpenAI and Anthropic (their fakes) to `base_settings`' Groq."""
+    return {
+        "openai_api_key": TEST_API_KEY,
+        "openai_base_url": f"{fake_openai.base_url}/v1",
+        "anthropic_api_key": TEST_API_KEY,
+        "anthropic_base_url": fake_anthropic.base_url,
+    }
 
 
 @pytest.fixture(scope="module")

@@ -1,1 +1,2 @@
-"""Model providers (Groq, the offline echo), the model catalogue, and token counting."""
+"""Model providers (Groq, OpenAI and compatible servers, Anthropic, the offline echo), the model
+catalogue, and token counting."""

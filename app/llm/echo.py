@@ -2,7 +2,7 @@
 
 The reply is built from the last user message, so the same prompt always streams the same words,
 one delta per word, `ECHO_TOKEN_DELAY_SECONDS` apart. Usage is counted with tiktoken. Tests of
-the Groq path use a loopback server that speaks Groq's protocol, never this.
+the real providers use loopback servers that speak their protocols (tests/fakes), never this.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-
-import structlog
 
 from app.llm.base import (
     ChatRequest,
@@ -25,8 +23,6 @@ from app.llm.base import (
     Usage,
 )
 from app.llm.tokens import count_tokens, prompt_tokens
-
-logger = structlog.get_logger(__name__)
 
 _WORD = re.compile(r"\S+\s*")
 
@@ -71,10 +67,6 @@ class EchoProvider:
 
     def __init__(self, token_delay_seconds: float) -> None:
         self._delay = token_delay_seconds
-        logger.warning(
-            "echo_provider_active",
-            hint="offline echo model: replies repeat the prompt; set GROQ_API_KEY for real replies",
-        )
 
     @asynccontextmanager
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatStream]:
